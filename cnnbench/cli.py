@@ -1,0 +1,181 @@
+"""`cnnbench <command> [hydra arguments...]`: picks the command, hands the rest to Hydra.
+
+Each command is a Hydra app whose primary config is ``conf/<command>.yaml``,
+so the whole Hydra command line works after the command word: overrides
+(``optim.lr=0.1``, ``+key=v``, ``~key``), ``-m`` sweeps, ``--cfg job``,
+``--help``, ``-cn``. Mistakes in that command line end in one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+from cnnbench import __version__
+from cnnbench.errors import UserError
+
+# command -> (one-line description, "module:function" run inside Hydra)
+COMMANDS = {
+    "train": ("train a model, evaluating top-1/top-5 every epoch", "cnnbench.engine.train:train_command"),
+    "eval": ("evaluate a saved checkpoint (checkpoint=PATH)", "cnnbench.engine.evaluate:eval_command"),
+    "summary": ("per-layer table of a model: shapes, params, MACs", None),
+    "bench": ("measure training and inference speed", None),
+    "report": ("collect run folders into one results table", None),
+}
+
+USAGE = """usage: cnnbench <command> [overrides...] [hydra flags...]
+
+commands:
+{commands}
+
+Each command takes Hydra overrides (key=value, +key=value, ~key), -m for
+sweeps, --cfg job to print the composed config, and --help for its options.
+Examples:
+  cnnbench train
+  cnnbench train model=lenet5 data=digits optim.lr=0.05 trainer.epochs=10
+  cnnbench train -m regularization.momentum=0,0.9
+  cnnbench eval checkpoint=outputs/<date>/<time>_lenet5_digits/checkpoints/last.pt
+"""
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"  {name:<{width}}  {desc}" for name, (desc, _) in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"cnnbench {__version__}")
+        return 0
+    command, hydra_args = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return fail("cnnbench", f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
+    _, target = COMMANDS[command]
+    if target is None:
+        return fail(f"cnnbench {command}", "this command is not available in this version yet")
+    try:
+        run_hydra_app(command, load_task(target), hydra_args)
+    except UserError as err:
+        return fail(f"cnnbench {command}", str(err))
+    except Exception as err:  # noqa: BLE001 - only config/CLI errors are caught below
+        message = explain_config_error(err, command)
+        if message is None or os.environ.get("CNNBENCH_TRACEBACK"):
+            raise
+        return fail(f"cnnbench {command}", message)
+    return 0
+
+
+def fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def load_task(target: str) -> Callable:
+    module_name, func_name = target.split(":")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def run_hydra_app(command: str, task: Callable, hydra_args: list[str]) -> None:
+    import hydra
+
+    from cnnbench.config import CONF_DIR, register_schemas
+
+    if not CONF_DIR.is_dir():
+        raise UserError(f"config folder {CONF_DIR} is missing; reinstall with `pip install -e .` from a clone")
+    register_schemas()
+    # Hydra prints its own multi-line reports unless told to re-raise; we
+    # re-raise and turn them into one line in main().
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+
+    def job(cfg):
+        # A user mistake found inside the job ends the process here, so Hydra
+        # adds no "Error executing job" report around the one line.
+        try:
+            return task(cfg)
+        except UserError as err:
+            fail(f"cnnbench {command}", str(err))
+        except (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue) as err:
+            fail(f"cnnbench {command}", f"the config has no value for '{err.full_key}', which this command needs")
+        raise SystemExit(2)
+
+    app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=command)(job)
+    saved_argv = sys.argv
+    sys.argv = [f"cnnbench-{command}", *hydra_args]
+    try:
+        app()
+    finally:
+        sys.argv = saved_argv
+
+
+def explain_config_error(err: BaseException, command: str) -> Optional[str]:
+    """One line for a Hydra/OmegaConf error caused by the command line or a config file.
+
+    Returns None for anything else (a bug), which is then raised as is.
+    """
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    if isinstance(err, MissingConfigException):
+        group, _, choice = (err.missing_cfg_file or "").rpartition("/")
+        if group and err.options is not None:
+            options = ", ".join(sorted(err.options)) or "(none)"
+            return f"unknown {group} '{choice}'; choose one of: {options}"
+        return first_line(str(err))
+    if not isinstance(err, (HydraException, OmegaConfBaseException)):
+        return None
+    cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
+        return unknown_key_message(cause.full_key, command)
+    if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {first_line(cause.msg)}"
+    if cause is not None and cause is not err:
+        return f"{first_line(str(err))} {first_line(str(cause))}"
+    return first_line(str(err))
+
+
+def unknown_key_message(full_key: str, command: str) -> str:
+    from cnnbench.config import SCHEMAS
+
+    *parents, leaf = full_key.split(".")
+    schema = SCHEMAS.get(command)
+    for name in parents:
+        schema = field_types(schema).get(name) if schema else None
+    where = ".".join(parents) or "the top level"
+    message = f"unknown config key '{full_key}'"
+    if schema is not None and dataclasses.is_dataclass(schema):
+        message += f"; valid keys in {where}: {', '.join(sorted(field_types(schema)))}"
+    elsewhere = [key for key in schema_keys(SCHEMAS.get(command)) if key.endswith("." + leaf) and key != full_key]
+    if elsewhere:
+        message += f" (did you mean {' or '.join(elsewhere)}?)"
+    return message
+
+
+def field_types(schema) -> dict:
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    return {f.name: hints[f.name] for f in dataclasses.fields(schema)}
+
+
+def schema_keys(schema, prefix: str = "") -> list[str]:
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return []
+    keys = []
+    for name, kind in field_types(schema).items():
+        keys.append(prefix + name)
+        keys += schema_keys(kind, prefix + name + ".")
+    return keys
+
+
+def first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

@@ -1,0 +1,84 @@
+"""Batches for training and evaluation.
+
+In-memory datasets are moved to the training device once, as uint8; each
+batch is gathered, converted and normalised there with tensor ops, so no
+DataLoader workers or per-image Python run (the airbench approach).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from cnnbench.data.augment import random_crop, random_hflip
+from cnnbench.data.datasets import InMemoryDataset
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator that depends on (seed, epoch) only, never on what ran before."""
+    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+class DeviceLoader:
+    """Iterates (images, labels) batches of an in-memory dataset on ``device``.
+
+    Training loaders shuffle with a per-epoch generator (call ``set_epoch``)
+    and drop the last partial batch; evaluation loaders keep every sample,
+    in order, exactly once.
+    """
+
+    def __init__(
+        self,
+        dataset: InMemoryDataset,
+        batch_size: int,
+        device: torch.device,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool,
+        seed: int = 0,
+        crop_padding: int = 0,
+        hflip: bool = False,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        channels = dataset.images.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std need {channels} values (one per channel), got {len(mean)} and {len(std)}")
+        self.images = dataset.images.to(device)
+        self.labels = dataset.labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        # Augmentation applies to training batches only.
+        self.crop_padding = crop_padding if train else 0
+        self.hflip = hflip and train
+        # Normalise uint8 pixels directly: (x/255 - mean)/std == (x - 255 mean)/(255 std).
+        self.shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
+        self.scale = 1.0 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        generator = epoch_generator(self.seed, self.epoch)
+        if self.train:
+            order = torch.randperm(n, generator=generator).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            images = random_crop(self.images[index], self.crop_padding, generator)
+            if self.hflip:
+                images = random_hflip(images, generator)
+            yield (images.float() - self.shift) * self.scale, self.labels[index]

@@ -1,0 +1,77 @@
+"""Top-1/top-5 of a model on a dataset split, and the `cnnbench eval` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Tuple
+
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.engine.checkpoint import load_checkpoint, write_json
+from cnnbench.engine.metrics import reported_ks, topk_correct
+from cnnbench.engine.runtime import loader_for, model_for, pick_device
+from cnnbench.errors import UserError
+
+log = logging.getLogger("cnnbench")
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], num_classes: int) -> dict:
+    """Mean loss and top-k accuracy (in %) over every sample the batches hold, each once."""
+    was_training = model.training
+    model.eval()
+    ks = reported_ks(num_classes)
+    correct, loss_sum, count = None, None, 0
+    for images, labels in batches:
+        logits = model(images)
+        batch_correct = topk_correct(logits, labels, ks)
+        batch_loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct = batch_correct if correct is None else correct + batch_correct
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        count += len(labels)
+    model.train(was_training)
+    if count == 0:
+        raise UserError("the evaluation split is empty")
+    result = {f"top{k}": 100.0 * c / count for k, c in zip(ks, correct.tolist())}
+    result["loss"] = loss_sum.item() / count
+    result["samples"] = count
+    return result
+
+
+def format_metrics(metrics: dict) -> str:
+    parts = [f"top-{k[3:]} {metrics[k]:.2f}%" for k in ("top1", "top5") if k in metrics]
+    return "  ".join(parts + [f"loss {metrics['loss']:.4f}"])
+
+
+def eval_command(cfg: DictConfig) -> float:
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise UserError("say which checkpoint to evaluate: cnnbench eval checkpoint=PATH (a .pt file or a run folder)")
+    if cfg.eval.crops != 1:
+        raise UserError(f"eval.crops={cfg.eval.crops}: only single-crop evaluation (eval.crops=1) is available so far")
+    state = load_checkpoint(Path(cfg.checkpoint))
+    run_cfg = OmegaConf.create(state["config"])
+    for key in ("root", "batch_size"):
+        if cfg.data[key] is not None:
+            run_cfg.data[key] = cfg.data[key]
+    if cfg.data.batch_size is not None:
+        run_cfg.data.eval_batch_size = cfg.data.batch_size
+    device = pick_device(cfg.accelerator)
+    model = model_for(run_cfg).to(device)
+    model.load_state_dict(state["model"])
+    loader = loader_for(run_cfg, cfg.eval.split, device, train=False)
+    metrics = evaluate(model, loader, run_cfg.data.num_classes)
+    log.info(
+        f"{run_cfg.model.name} on {run_cfg.data.name} {cfg.eval.split} ({metrics['samples']} images, "
+        f"epoch {state.get('epoch')}): {format_metrics(metrics)}"
+    )
+    out = Path(HydraConfig.get().runtime.output_dir)
+    write_json(
+        out / "results.json",
+        {"checkpoint": state["path"], "model": run_cfg.model.name, "data": run_cfg.data.name,
+         "split": cfg.eval.split, "crops": cfg.eval.crops, "epoch": state.get("epoch"), **metrics},
+    )
+    return metrics["top1"]

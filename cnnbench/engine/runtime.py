@@ -1,0 +1,63 @@
+"""What `train` and `eval` both need from a composed config: device, model, loaders."""
+
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cnnbench.data import DeviceLoader, load_dataset
+from cnnbench.errors import UserError
+from cnnbench.models import BuildOptions, Network, build_model
+
+ACCELERATORS = ("auto", "cpu", "cuda")
+
+
+def pick_device(accelerator: str) -> torch.device:
+    if accelerator not in ACCELERATORS:
+        raise UserError(f"accelerator '{accelerator}' is unknown; choose one of: {', '.join(ACCELERATORS)}")
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise UserError("accelerator=cuda, but torch sees no CUDA GPU; use trainer=cpu or accelerator=auto")
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(accelerator)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def input_shape(cfg: DictConfig) -> tuple:
+    if cfg.model.get("input_size"):
+        return tuple(cfg.model.input_size)
+    return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+
+
+def model_for(cfg: DictConfig, source: Optional[str] = None) -> Network:
+    """The network `cfg.model` describes, with the run's regularization switches applied."""
+    options = BuildOptions(dropout=cfg.regularization.dropout, lrn=cfg.regularization.lrn)
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    return build_model(spec, input_shape(cfg), options, source or f"model '{cfg.model.name}'")
+
+
+def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool) -> DeviceLoader:
+    data = cfg.data
+    dataset = load_dataset(data, split)
+    if input_shape(cfg) != tuple(dataset.images.shape[1:]):
+        raise UserError(
+            f"model '{cfg.model.name}' takes inputs of shape {input_shape(cfg)}, but data '{data.name}' "
+            f"gives {tuple(dataset.images.shape[1:])}; pick a model and dataset that agree"
+        )
+    batch_size = data.batch_size if train else (data.eval_batch_size or data.batch_size)
+    try:
+        return DeviceLoader(
+            dataset, batch_size, device, list(data.mean), list(data.std), train=train, seed=cfg.seed,
+            crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip,
+        )
+    except ValueError as err:
+        raise UserError(f"data '{data.name}': {err}") from err

@@ -1,0 +1,69 @@
+"""The op registry: every name a model YAML may use as a layer.
+
+Adding an op is one decorated function in Python::
+
+    @register_op("swish")
+    def swish(ctx: OpContext) -> nn.Module:
+        return nn.SiLU()
+
+The function receives an :class:`OpContext` (the inferred input shape(s) and
+the run's regularization switches) followed by the layer's YAML arguments as
+keyword arguments, and returns an ``nn.Module``. Input shapes are inferred by
+the builder, so ops never take in-channels or in-features.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+from torch import nn
+
+Shape = Tuple[int, ...]  # one sample's shape, without the batch dimension
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Run-wide switches that reach every layer (set by the regularization group)."""
+
+    dropout: Optional[float] = None  # None keeps each layer's own rate
+    lrn: bool = True
+
+
+@dataclass(frozen=True)
+class OpContext:
+    in_shapes: Tuple[Shape, ...]
+    options: BuildOptions = field(default_factory=BuildOptions)
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.in_shapes[0]
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    factory: Callable[..., nn.Module]
+    multi_input: bool  # takes a list of tensors (concat, add, ...)
+
+    @property
+    def arguments(self) -> Dict[str, inspect.Parameter]:
+        params = list(inspect.signature(self.factory).parameters.values())[1:]
+        return {p.name: p for p in params}
+
+    def required(self) -> list[str]:
+        return [n for n, p in self.arguments.items() if p.default is inspect.Parameter.empty]
+
+
+OPS: Dict[str, Op] = {}
+
+
+def register_op(name: str, *, multi_input: bool = False):
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in OPS:
+            raise ValueError(f"op '{name}' is registered twice")
+        OPS[name] = Op(name, factory, multi_input)
+        return factory
+
+    return decorate
