@@ -40,7 +40,9 @@ def linear(ctx: OpContext, out: int, bias: bool = True) -> nn.Module:
 
 @register_op("relu")
 def relu(ctx: OpContext) -> nn.Module:
-    return nn.ReLU(inplace=True)
+    # Not in place: in a graph, the tensor it reads may also feed a later
+    # row (a residual shortcut), which an in-place ReLU would overwrite.
+    return nn.ReLU()
 
 
 @register_op("tanh")
@@ -155,3 +157,47 @@ def concat(ctx: OpContext) -> nn.Module:
 def add(ctx: OpContext) -> nn.Module:
     """Element-wise sum (residual shortcuts)."""
     return Add()
+
+
+@register_op("adaptive_avgpool")
+def adaptive_avgpool(ctx: OpContext, size: Union[int, List[int]]) -> nn.Module:
+    """Average-pool to a fixed output size (torchvision's AlexNet/VGG heads)."""
+    _spatial(ctx, "adaptive_avgpool")
+    return nn.AdaptiveAvgPool2d(tuple(size) if isinstance(size, list) else size)
+
+
+class ChannelShuffle(nn.Module):
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+@register_op("channel_shuffle")
+def channel_shuffle(ctx: OpContext, groups: int) -> nn.Module:
+    """ShuffleNet's channel shuffle: (g, c/g) channel grid transposed to (c/g, g)."""
+    channels = _spatial(ctx, "channel_shuffle")
+    if groups < 1 or channels % groups:
+        raise ValueError(f"channel_shuffle needs channels ({channels}) divisible by groups ({groups})")
+    return ChannelShuffle(groups)
+
+
+class ChannelSplit(nn.Module):
+    def __init__(self, parts: int, index: int):
+        super().__init__()
+        self.parts, self.index = parts, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.chunk(self.parts, dim=1)[self.index]
+
+
+@register_op("channel_split")
+def channel_split(ctx: OpContext, parts: int, index: int) -> nn.Module:
+    """Part ``index`` of the channels cut into ``parts`` equal parts (ShuffleNet v2's split)."""
+    channels = _spatial(ctx, "channel_split")
+    if parts < 1 or channels % parts or not 0 <= index < parts:
+        raise ValueError(f"channel_split needs channels ({channels}) divisible by parts ({parts}) and 0 <= index < parts")
+    return ChannelSplit(parts, index)
