@@ -71,3 +71,12 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"{path} is not a cnnbench checkpoint (no model weights and config inside)")
     state["path"] = str(path)
     return state
+
+
+def load_weights(model: torch.nn.Module, state: dict) -> None:
+    """Put a checkpoint's weights into ``model``; a clear error when they do not fit it."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        detail = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise UserError(f"checkpoint {state['path']} does not fit this model ({detail})") from err

@@ -11,10 +11,13 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.engine.checkpoint import load_checkpoint, write_json
+from cnnbench.data.imagenet import FolderLoader
+from cnnbench.engine.checkpoint import load_checkpoint, load_weights, write_json
+from cnnbench.engine.crops import mean_softmax_log_probs
 from cnnbench.engine.metrics import reported_ks, topk_correct
 from cnnbench.engine.runtime import loader_for, model_for, pick_device
 from cnnbench.errors import UserError
+from cnnbench.models import main_logits
 
 log = logging.getLogger("cnnbench")
 
@@ -27,7 +30,10 @@ def evaluate(model: torch.nn.Module, batches: Iterable[Tuple[torch.Tensor, torch
     ks = reported_ks(num_classes)
     correct, loss_sum, count = None, None, 0
     for images, labels in batches:
-        logits = model(images)
+        if images.ndim == 5:  # (N, views, C, H, W): multi-crop, scored by the views' mean softmax
+            logits = mean_softmax_log_probs(model, images)
+        else:
+            logits = main_logits(model(images))  # the main classifier only, never auxiliary heads
         batch_correct = topk_correct(logits, labels, ks)
         batch_loss = F.cross_entropy(logits.float(), labels, reduction="sum")
         correct = batch_correct if correct is None else correct + batch_correct
@@ -50,8 +56,6 @@ def format_metrics(metrics: dict) -> str:
 def eval_command(cfg: DictConfig) -> float:
     if OmegaConf.is_missing(cfg, "checkpoint"):
         raise UserError("say which checkpoint to evaluate: cnnbench eval checkpoint=PATH (a .pt file or a run folder)")
-    if cfg.eval.crops != 1:
-        raise UserError(f"eval.crops={cfg.eval.crops}: only single-crop evaluation (eval.crops=1) is available so far")
     state = load_checkpoint(Path(cfg.checkpoint))
     run_cfg = OmegaConf.create(state["config"])
     for key in ("root", "batch_size"):
@@ -61,17 +65,19 @@ def eval_command(cfg: DictConfig) -> float:
         run_cfg.data.eval_batch_size = cfg.data.batch_size
     device = pick_device(cfg.accelerator)
     model = model_for(run_cfg).to(device)
-    model.load_state_dict(state["model"])
-    loader = loader_for(run_cfg, cfg.eval.split, device, train=False)
+    load_weights(model, state)
+    run_cfg.eval = OmegaConf.to_container(cfg.eval)  # this command's crops, resize and scales
+    loader = loader_for(run_cfg, cfg.eval.split, device, train=False, crops=cfg.eval.crops)
     metrics = evaluate(model, loader, run_cfg.data.num_classes)
     log.info(
         f"{run_cfg.model.name} on {run_cfg.data.name} {cfg.eval.split} ({metrics['samples']} images, "
-        f"epoch {state.get('epoch')}): {format_metrics(metrics)}"
+        f"{cfg.eval.crops} crop(s), epoch {state.get('epoch')}): {format_metrics(metrics)}"
     )
     out = Path(HydraConfig.get().runtime.output_dir)
     write_json(
         out / "results.json",
         {"checkpoint": state["path"], "model": run_cfg.model.name, "data": run_cfg.data.name,
-         "split": cfg.eval.split, "crops": cfg.eval.crops, "epoch": state.get("epoch"), **metrics},
+         "split": cfg.eval.split, "crops": cfg.eval.crops, "epoch": state.get("epoch"), **metrics,
+         **({"unreadable_skipped": len(loader.skipped)} if isinstance(loader, FolderLoader) else {})},
     )
     return metrics["top1"]

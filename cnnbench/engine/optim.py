@@ -74,4 +74,11 @@ def make_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_
         gamma=sched.gamma,
         final_lr_fraction=sched.final_lr_fraction,
     )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+    # A plain function, not the dataclass itself: LambdaLR saves a callable
+    # object's fields in its state_dict and restores them on resume, which
+    # would keep the old run's length when a resumed run trains longer.
+    def lr_factor(step: int) -> float:
+        return multiplier(step)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)

@@ -10,6 +10,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.data import DeviceLoader, load_dataset
+from cnnbench.data.imagenet import FOLDER_DATASETS, folder_loader
+from cnnbench.engine.crops import in_memory_views
 from cnnbench.errors import UserError
 from cnnbench.models import BuildOptions, Network, build_model
 
@@ -45,8 +47,12 @@ def model_for(cfg: DictConfig, source: Optional[str] = None) -> Network:
     return build_model(spec, input_shape(cfg), options, source or f"model '{cfg.model.name}'")
 
 
-def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool) -> DeviceLoader:
+def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int = 1):
+    """Batches of ``split``: a FolderLoader for image-folder datasets (imagenet), else a
+    DeviceLoader; ``crops`` > 1 gives evaluation batches of several views per image."""
     data = cfg.data
+    if data.name in FOLDER_DATASETS:
+        return folder_loader(cfg, split, device, train, crops, input_shape(cfg))
     dataset = load_dataset(data, split)
     if input_shape(cfg) != tuple(dataset.images.shape[1:]):
         raise UserError(
@@ -55,9 +61,9 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool) -
         )
     batch_size = data.batch_size if train else (data.eval_batch_size or data.batch_size)
     try:
-        return DeviceLoader(
+        return in_memory_views(DeviceLoader(
             dataset, batch_size, device, list(data.mean), list(data.std), train=train, seed=cfg.seed,
             crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip,
-        )
+        ), crops)
     except ValueError as err:
         raise UserError(f"data '{data.name}': {err}") from err

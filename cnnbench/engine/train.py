@@ -15,20 +15,19 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import cnnbench
-from cnnbench.engine.checkpoint import load_checkpoint, save_checkpoint, write_json, write_text
+from cnnbench.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, write_json, write_text
 from cnnbench.engine.evaluate import evaluate, format_metrics
 from cnnbench.engine.metrics import topk_correct
 from cnnbench.engine.optim import make_optimizer, make_scheduler
 from cnnbench.engine.runtime import loader_for, model_for, pick_device, seed_everything
 from cnnbench.errors import UserError
-from cnnbench.models import count_parameters
+from cnnbench.models import classification_loss, count_parameters, main_logits
 
 log = logging.getLogger("cnnbench")
 
@@ -65,8 +64,8 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
     start_epoch, best, history = 0, {"top1": -1.0, "epoch": None}, []
     resumed_from = None
     if cfg.trainer.resume:
-        state = load_checkpoint(resume_path(cfg.trainer.resume, run_dir))
-        model.load_state_dict(state["model"])
+        state = load_checkpoint(resume_path(cfg.trainer.resume, run_dir, cfg))
+        load_weights(model, state)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -126,10 +125,14 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
     write_json(run_dir / "results.json", results)
     writer_hparams(run_dir, cfg, results)
     log.info(
-        f"done: {cfg.model.name} on {cfg.data.name}, {cfg.trainer.epochs} epochs, val {format_metrics(metrics)} "
+        f"done: {cfg.model.name} on {cfg.data.name}, {plural(cfg.trainer.epochs, 'epoch')}, val {format_metrics(metrics)} "
         f"(best top-1 {best['top1']:.2f}% at epoch {best['epoch']}) in {results['wall_time_s']:.1f}s -> {run_dir}"
     )
     return results
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def train_one_epoch(cfg, model, loader, optimizer, scheduler, epoch: int, num_classes: int) -> dict:
@@ -141,8 +144,9 @@ def train_one_epoch(cfg, model, loader, optimizer, scheduler, epoch: int, num_cl
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", leave=False,
                disable=None if cfg.trainer.progress_bar else True, dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar):
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.regularization.label_smoothing)
+        output = model(images)  # logits, or ModelOutput with auxiliary heads' logits in training mode
+        loss = classification_loss(output, labels, cfg.regularization.label_smoothing)
+        logits = main_logits(output)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -200,15 +204,18 @@ def check_trainer(cfg: DictConfig) -> None:
         raise UserError(f"data.batch_size must be at least 1, got {cfg.data.batch_size}")
 
 
-def resume_path(resume: str, run_dir: Path) -> Path:
-    """`trainer.resume`: a checkpoint or run folder, or `auto` for the newest run with this config."""
+def resume_path(resume: str, run_dir: Path, cfg: DictConfig) -> Path:
+    """`trainer.resume`: a checkpoint or run folder, or `auto`: the newest
+    ``checkpoints/last.pt`` under ``./outputs`` of a run with the same model and data."""
     if resume != "auto":
         return Path(resume)
-    outputs = run_dir.parent.parent if run_dir.parent.name != "outputs" else run_dir.parent
+    suffix = f"_{cfg.model.name}_{cfg.data.name}"
     candidates = sorted(
-        (p for p in outputs.glob("**/checkpoints/last.pt") if run_dir not in p.parents),
+        (p for p in Path("outputs").glob("**/checkpoints/last.pt")
+         if run_dir.resolve() not in p.resolve().parents and (p.parent.parent.name.endswith(suffix)
+                                                              or p.parent.parent.parent.name.endswith(suffix))),
         key=lambda p: p.stat().st_mtime,
     )
     if not candidates:
-        raise UserError(f"trainer.resume=auto found no checkpoints/last.pt under {outputs}")
+        raise UserError(f"trainer.resume=auto found no checkpoints/last.pt of {cfg.model.name} on {cfg.data.name} under ./outputs")
     return candidates[-1]

@@ -1,0 +1,79 @@
+"""The command line: help, command dispatch, and one-line config errors."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_console_script_is_declared():
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts.get("cnnbench") == "cnnbench.cli:main"
+
+
+def test_help_lists_every_command(cli):
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "eval", "summary", "bench", "report"):
+        assert f"\n  {command} " in result.stdout
+
+
+def test_command_help_lists_config_groups(cli):
+    result = cli("train", "--help")
+    assert result.returncode == 0
+    assert "model: " in result.stdout and "lenet5" in result.stdout
+    assert "regularization: " in result.stdout and "alexnet" in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config(cli):
+    result = cli("train", "--cfg", "job", "optim.lr=0.123")
+    assert result.returncode == 0, result.stderr
+    assert "name: lenet5" in result.stdout
+    assert "lr: 0.123" in result.stdout
+    assert not (cli.cwd / "outputs").exists(), "--cfg must not start a run"
+
+
+def test_unknown_command(cli):
+    assert_one_line_error(cli("trian"), "unknown command 'trian'", "train")
+
+
+@pytest.mark.parametrize(
+    "override, fragments",
+    [
+        ("optim.lr_rate=0.1", ("optim.lr_rate", "valid keys in optim", "lr")),
+        ("optim.momentum=0.5", ("optim.momentum", "regularization.momentum")),
+        ("trainer.epochs=ten", ("trainer.epochs", "'ten'")),
+        ("model=alexnett", ("unknown model 'alexnett'", "lenet5")),
+        ("regularization=strong", ("unknown regularization 'strong'", "alexnet", "none")),
+        ("data.batch_size=100000", ("data.batch_size=100000", "larger than the training set")),
+        ("trainer.devices=2", ("trainer.devices=2",)),
+    ],
+)
+def test_config_mistakes_fail_in_one_line(cli, override, fragments):
+    assert_one_line_error(cli("train", override), *fragments)
+    assert not list(cli.cwd.glob("outputs/**/checkpoints")), "nothing may be trained"
+
+
+def test_eval_needs_a_checkpoint(cli):
+    assert_one_line_error(cli("eval"), "checkpoint=PATH")
+    assert_one_line_error(cli("eval", "checkpoint=missing.pt"), "missing.pt", "does not exist")
+
+
+def test_eval_rejects_a_file_that_is_not_a_checkpoint(cli):
+    (cli.cwd / "notes.pt").write_text("not a checkpoint")
+    assert_one_line_error(cli("eval", "checkpoint=notes.pt"), "cannot read checkpoint", "notes.pt")
+
+
+def test_commands_not_yet_available_say_so(cli):
+    assert_one_line_error(cli("report"), "not available")

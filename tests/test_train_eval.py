@@ -1,0 +1,122 @@
+"""End to end: `cnnbench train` on the bundled digits, then `cnnbench eval` of its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cnnbench.engine.checkpoint import atomic_write, save_checkpoint
+
+
+def only(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One 2-epoch run with default settings, in the default outputs/ layout."""
+    from tests.conftest import run_cli
+
+    cwd = tmp_path_factory.mktemp("train")
+    result = run_cli("train", "trainer.epochs=2", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    run_dir = only(cwd.glob("outputs/*/*_lenet5_digits"))
+    return result, run_dir
+
+
+def test_run_folder_holds_everything(trained_run):
+    _, run_dir = trained_run
+    for name in ("config.yaml", ".hydra/config.yaml", "train.log", "metrics.jsonl", "results.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not list(run_dir.rglob("*.tmp")), "no temporary files may be left behind"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["model"] == "lenet5" and results["data"] == "digits" and results["epochs"] == 2
+    assert results["params"] == 61706
+    assert 0 <= results["top1"] <= results["top5"] <= 100
+
+
+def test_train_prints_epochs_and_a_summary(trained_run):
+    result, run_dir = trained_run
+    assert "epoch 1/2" in result.stdout and "epoch 2/2" in result.stdout
+    assert "top-1" in result.stdout and "top-5" in result.stdout
+    assert f"done: lenet5 on digits, 2 epochs" in result.stdout
+    assert str(run_dir.name) in result.stdout
+
+
+def test_eval_reproduces_the_numbers_the_run_reported(trained_run, cli):
+    _, run_dir = trained_run
+    trained = json.loads((run_dir / "results.json").read_text())
+    result = cli("eval", f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}")
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads(only(cli.cwd.glob("outputs/*/*_eval/results.json")).read_text())
+    for key in ("top1", "top5", "loss"):
+        assert evaluated[key] == trained[key], key
+    assert evaluated["epoch"] == 2 and evaluated["samples"] == 299
+    assert f"top-1 {trained['top1']:.2f}%" in result.stdout
+
+
+def test_eval_accepts_a_run_folder_and_another_split(trained_run, cli):
+    _, run_dir = trained_run
+    result = cli("eval", f"checkpoint={run_dir}", "eval.split=train")
+    assert result.returncode == 0, result.stderr
+    assert "train (1498 images" in result.stdout
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, cli):
+    """Two epochs straight == one epoch, then resume for the second (on CPU, bit for bit).
+
+    The step schedule keeps the lr independent of trainer.epochs, so both
+    runs see the same lr at every step.
+    """
+    full_run = tmp_path / "full"
+    full = cli("train", "trainer.epochs=2", "schedule=step", f"hydra.run.dir={full_run}")
+    assert full.returncode == 0, full.stderr
+    first = cli("train", "trainer.epochs=1", "schedule=step", f"hydra.run.dir={tmp_path / 'first'}")
+    assert first.returncode == 0, first.stderr
+    resumed = cli("train", "trainer.epochs=2", "schedule=step", f"trainer.resume={tmp_path / 'first'}",
+                  f"hydra.run.dir={tmp_path / 'resumed'}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "epoch 2/2" in resumed.stdout and "epoch 1/2" not in resumed.stdout
+    expected = torch.load(full_run / "checkpoints" / "last.pt", weights_only=False)
+    got = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=False)
+    for key, tensor in expected["model"].items():
+        assert torch.equal(tensor, got["model"][key]), key
+    assert got["metrics"] == expected["metrics"]
+
+
+def test_sweep_writes_one_folder_per_job(cli):
+    result = cli("train", "-m", "trainer.epochs=1", "regularization.momentum=0,0.9")
+    assert result.returncode == 0, result.stderr
+    sweep = only(cli.cwd.glob("outputs/multirun/*/*_lenet5_digits"))
+    for job in ("0", "1"):
+        assert (sweep / job / "results.json").is_file()
+    assert "momentum: 0.0" in (sweep / "0" / "config.yaml").read_text()
+    assert "momentum: 0.9" in (sweep / "1" / "config.yaml").read_text()
+
+
+def test_a_diverging_run_stops_with_a_clear_message(cli):
+    result = cli("train", "trainer.epochs=1", "optim.lr=1e6", "hydra.run.dir=run")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "training loss became" in result.stderr and "optim.lr" in result.stderr
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, {"epoch": 1})
+
+    def broken_write(handle):
+        handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(target, broken_write)
+    assert torch.load(target, weights_only=False) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
