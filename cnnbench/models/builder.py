@@ -6,12 +6,28 @@ A model file lists ``layers``; each row is one of
     [conv, {out: 64, kernel: 3}]         # an op (or block) and its arguments
 
 Two argument names are the wiring, not the op's: ``as: NAME`` names the
-row's output, and ``from: NAME`` (or a list of names, for ``concat``/``add``)
-says what the row reads. Without ``from`` a row reads the row above it; the
-first row reads ``input``. ``blocks`` define reusable sub-networks with
-their own argument names, used like ops; inside a block, ``input`` is the
-block's input and a string equal to one of the block's argument names is
-replaced by that argument's value.
+row's output, and ``from: NAME`` (or a list of names, for ops that merge
+tensors: ``concat``, ``add``, ``multiply``, ``highway_gate``,
+``spatial_transform``) says what the row reads. Without ``from`` a row reads
+the row above it; the first row reads ``input``; a row without ``as`` is
+named by its index. ``blocks`` define reusable sub-networks with their own
+argument names, used like ops; inside a block, ``input`` is the block's
+input and a string equal to one of the block's argument names is replaced
+by that argument's value.
+
+An auxiliary classifier (GoogLeNet, Szegedy et al. 2015, section 5) is a
+top-level row
+
+    [aux_head, {from: NAME, weight: 0.3, layers: [...rows...]}]
+
+a side exit: its rows read NAME, its output must have the model's output
+shape, and the row after it goes on from the row above it. In training
+mode such a model returns ``ModelOutput(logits, aux=[(logits, weight)])``
+and the loss adds weight x cross-entropy per head; in eval mode the heads
+are skipped and the model returns its logits.
+
+A model's ``norm: bn|gn|none`` (and ``norm_groups``) says what its ``norm``
+rows are.
 
 Each row is built, then run once on a zero tensor of the inferred shape to
 learn its output shape, so no file ever writes in-channels or in-features.
@@ -19,18 +35,20 @@ learn its output shape, so no file ever writes in-channels or in-features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from cnnbench.errors import UserError
 from cnnbench.models import layers as _builtin_ops  # noqa: F401 - registers the built-in ops
-from cnnbench.models.registry import OPS, BuildOptions, OpContext, Shape
+from cnnbench.models.outputs import ModelOutput
+from cnnbench.models.registry import NORM_KINDS, OPS, BuildOptions, OpContext, Shape
 
 WIRING_KEYS = ("as", "from")
 INPUT = "input"
+AUX_HEAD = "aux_head"  # a builder row, not an op: it adds an output instead of a layer
 
 
 class ModelBuildError(UserError):
@@ -38,14 +56,27 @@ class ModelBuildError(UserError):
 
 
 class Graph(nn.Module):
-    """Runs its layers in order, each reading the named outputs it was wired to."""
+    """Runs its layers in order, each reading the named outputs it was wired to.
 
-    def __init__(self, layers: List[nn.Module], names: List[str], sources: List[Tuple[str, ...]], multi: List[bool]):
+    ``aux_weights[i]`` is None for an ordinary layer and the loss weight for
+    an auxiliary head, which runs in training mode only and is returned
+    beside the logits instead of feeding later layers.
+    """
+
+    def __init__(
+        self,
+        layers: List[nn.Module],
+        names: List[str],
+        sources: List[Tuple[str, ...]],
+        multi: List[bool],
+        aux_weights: Optional[List[Optional[float]]] = None,
+    ):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.names = names
         self.sources = sources
         self.multi = multi
+        self.aux_weights = aux_weights or [None] * len(layers)
         # Drop each intermediate as soon as nothing later reads it.
         last_use = {}
         for index, source in enumerate(sources):
@@ -53,15 +84,21 @@ class Graph(nn.Module):
                 last_use[name] = index
         self.release = [[n for n, i in last_use.items() if i == index] for index in range(len(layers))]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, ModelOutput]:
         values = {INPUT: x}
         out = x
-        for layer, name, source, multi, release in zip(self.layers, self.names, self.sources, self.multi, self.release):
-            out = layer([values[s] for s in source] if multi else values[source[0]])
+        aux = []
+        rows = zip(self.layers, self.names, self.sources, self.multi, self.aux_weights, self.release)
+        for layer, name, source, multi, aux_weight, release in rows:
+            if aux_weight is None:
+                out = layer([values[s] for s in source] if multi else values[source[0]])
+            elif self.training:
+                aux.append((layer(values[source[0]]), aux_weight))
             for done in release:
                 del values[done]
-            values[name] = out
-        return out
+            if aux_weight is None:
+                values[name] = out
+        return ModelOutput(out, aux) if aux else out
 
 
 class Network(Graph):
@@ -93,15 +130,27 @@ def build_model(
     """
     blocks = dict(spec.get("blocks") or {})
     for block_name in blocks:
-        if block_name in OPS:
+        if block_name in OPS or block_name == AUX_HEAD:
             raise ModelBuildError(f"{source}: block '{block_name}' has the name of a built-in op; rename the block")
+    options = norm_options(spec, options, source)
     builder = _Builder(blocks, options, source)
     shape = tuple(int(s) for s in input_shape)
-    network, out_shape = builder.build_graph(spec.get("layers") or [], shape, path="layers", graph_type=Network)
+    network, out_shape = builder.build_graph(spec.get("layers") or [], shape, path="layers", top_level=True)
     network.model_name = str(spec.get("name", "model"))
     network.input_shape = shape
     network.output_shape = out_shape
     return network
+
+
+def norm_options(spec: Mapping[str, Any], options: BuildOptions, source: str) -> BuildOptions:
+    """The model's ``norm``/``norm_groups`` keys, checked, in the options every op sees."""
+    kind = spec.get("norm")
+    groups = spec.get("norm_groups")
+    if kind is not None and kind not in NORM_KINDS:
+        raise ModelBuildError(f"{source}: model.norm={kind!r} is unknown; choose one of: {', '.join(NORM_KINDS)}")
+    if groups is not None and (not isinstance(groups, int) or groups < 1):
+        raise ModelBuildError(f"{source}: model.norm_groups must be a positive integer, got {groups!r}")
+    return replace(options, norm=kind or options.norm, norm_groups=groups or options.norm_groups)
 
 
 class _Builder:
@@ -110,12 +159,17 @@ class _Builder:
         self.options = options
         self.source = source
 
-    def build_graph(self, rows: Sequence[Any], input_shape: Shape, path: str, graph_type=Graph) -> Tuple[Graph, Shape]:
+    def build_graph(
+        self, rows: Sequence[Any], input_shape: Shape, path: str, top_level: bool = False
+    ) -> Tuple[Graph, Shape]:
         if not rows:
             raise ModelBuildError(f"{self.source}: {path} is empty; list at least one layer")
+        if not isinstance(rows, (list, tuple)):
+            raise ModelBuildError(f"{self.source}: {path} must be a list of layers, got {rows!r}")
         shapes: Dict[str, Shape] = {INPUT: input_shape}
         previous = INPUT
-        modules, names, sources, multi = [], [], [], []
+        modules, names, sources, multi, aux_weights = [], [], [], [], []
+        aux_shapes = []  # (label, output shape) of each auxiliary head, checked against the model's output
         for index, raw in enumerate(rows):
             where = f"{path}[{index}]"
             row = self.parse_row(raw, where)
@@ -126,6 +180,19 @@ class _Builder:
                     known = ", ".join(shapes)
                     raise ModelBuildError(f"{label}: reads '{s}', which no earlier row names; known: {known}")
             in_shapes = tuple(shapes[s] for s in row_sources)
+            if row.op == AUX_HEAD:
+                if not top_level:
+                    raise ModelBuildError(
+                        f"{label}: aux_head rows belong in the model's top-level layers, not in a block"
+                    )
+                module, out_shape, weight = self.build_aux_head(row, in_shapes, where, label)
+                aux_shapes.append((label, out_shape))
+                modules.append(module)
+                names.append(str(index))
+                sources.append(row_sources)
+                multi.append(False)
+                aux_weights.append(weight)
+                continue  # a side exit: no name, and the next row reads the row above this one
             is_multi = row.op in OPS and OPS[row.op].multi_input
             if len(in_shapes) > 1 and not is_multi:
                 raise ModelBuildError(f"{label}: reads {len(in_shapes)} tensors, but {row.op} takes one")
@@ -138,8 +205,34 @@ class _Builder:
             names.append(name)
             sources.append(row_sources)
             multi.append(is_multi)
+            aux_weights.append(None)
             previous = name
-        return graph_type(modules, names, sources, multi), shapes[previous]
+        for label, aux_shape in aux_shapes:
+            if aux_shape != shapes[previous]:
+                raise ModelBuildError(
+                    f"{label}: the head's output {aux_shape} differs from the model's output {shapes[previous]}; "
+                    "end the head with the same classifier size"
+                )
+        graph_type = Network if top_level else Graph
+        return graph_type(modules, names, sources, multi, aux_weights), shapes[previous]
+
+    def build_aux_head(
+        self, row: Row, in_shapes: Tuple[Shape, ...], where: str, label: str
+    ) -> Tuple[Graph, Shape, float]:
+        unknown = sorted(set(row.args) - {"weight", "layers"})
+        missing = [a for a in ("weight", "layers") if a not in row.args]
+        if unknown or missing:
+            problem = f"unknown argument {', '.join(unknown)}" if unknown else f"missing argument {', '.join(missing)}"
+            raise ModelBuildError(f"{label}: {problem}; aux_head takes: from, weight, layers")
+        if row.name is not None:
+            raise ModelBuildError(f"{label}: an aux_head's output goes to the loss, not to later rows; remove `as`")
+        if len(in_shapes) != 1:
+            raise ModelBuildError(f"{label}: an aux_head reads one tensor, got {len(in_shapes)}")
+        weight = row.args["weight"]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ModelBuildError(f"{label}: weight must be a number >= 0 (GoogLeNet uses 0.3), got {weight!r}")
+        head, out_shape = self.build_graph(row.args["layers"], in_shapes[0], path=f"{where} > aux_head.layers")
+        return head, out_shape, float(weight)
 
     def parse_row(self, raw: Any, where: str) -> Row:
         if isinstance(raw, str):
@@ -152,9 +245,9 @@ class _Builder:
             raise ModelBuildError(
                 f"{self.source}, {where}: a layer is `op` or `[op, {{arg: value}}]`, got {raw!r}"
             )
-        if op not in OPS and op not in self.blocks:
+        if op not in OPS and op not in self.blocks and op != AUX_HEAD:
             raise ModelBuildError(
-                f"{self.source}, {where}: unknown op '{op}'; ops: {', '.join(sorted(OPS))}"
+                f"{self.source}, {where}: unknown op '{op}'; ops: {', '.join(sorted(OPS))}, {AUX_HEAD}"
                 + (f"; blocks: {', '.join(sorted(self.blocks))}" if self.blocks else "")
             )
         name = args.pop("as", None)

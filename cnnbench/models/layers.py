@@ -7,7 +7,9 @@ from typing import List, Optional, Union
 import torch
 from torch import nn
 
-from cnnbench.models.registry import OpContext, register_op
+from cnnbench.models.dropconnect import ACTIVATIONS, DropConnectLinear
+from cnnbench.models.registry import NORM_KINDS, OpContext, register_op
+from cnnbench.models.spatial_transformer import SpatialTransformer
 
 
 def _spatial(ctx: OpContext, op: str) -> int:
@@ -27,15 +29,27 @@ def conv(
     dilation: Union[int, List[int]] = 1,
     groups: int = 1,
     bias: bool = True,
+    bias_init: Optional[float] = None,
 ) -> nn.Module:
-    return nn.Conv2d(_spatial(ctx, "conv"), out, kernel, stride, padding, dilation, groups, bias)
+    """A 2-D convolution; a list kernel such as [3, 1] gives a k x 1 (spatially separable) one."""
+    module = nn.Conv2d(_spatial(ctx, "conv"), out, kernel, stride, padding, dilation, groups, bias)
+    return _init_bias(module, bias_init, "conv")
 
 
 @register_op("linear")
-def linear(ctx: OpContext, out: int, bias: bool = True) -> nn.Module:
+def linear(ctx: OpContext, out: int, bias: bool = True, bias_init: Optional[float] = None) -> nn.Module:
     if len(ctx.in_shape) != 1:
         raise ValueError(f"linear needs a flat input, got {tuple(ctx.in_shape)}; put `flatten` before it")
-    return nn.Linear(ctx.in_shape[0], out, bias)
+    return _init_bias(nn.Linear(ctx.in_shape[0], out, bias), bias_init, "linear")
+
+
+def _init_bias(module: nn.Module, value: Optional[float], op: str) -> nn.Module:
+    """Start every bias at ``value`` (e.g. a highway gate's negative bias); None keeps torch's init."""
+    if value is not None:
+        if module.bias is None:
+            raise ValueError(f"{op}: bias_init={value} needs bias: true")
+        nn.init.constant_(module.bias, float(value))
+    return module
 
 
 @register_op("relu")
@@ -201,3 +215,255 @@ def channel_split(ctx: OpContext, parts: int, index: int) -> nn.Module:
     if parts < 1 or channels % parts or not 0 <= index < parts:
         raise ValueError(f"channel_split needs channels ({channels}) divisible by parts ({parts}) and 0 <= index < parts")
     return ChannelSplit(parts, index)
+
+
+# --- Convolution variants -------------------------------------------------
+
+
+@register_op("conv_transpose")
+def conv_transpose(
+    ctx: OpContext,
+    out: int,
+    kernel: Union[int, List[int]],
+    stride: Union[int, List[int]] = 1,
+    padding: Union[int, List[int]] = 0,
+    output_padding: Union[int, List[int]] = 0,
+    dilation: Union[int, List[int]] = 1,
+    groups: int = 1,
+    bias: bool = True,
+) -> nn.Module:
+    """Transposed ("fractionally strided") convolution, the gradient of conv with respect to its input."""
+    channels = _spatial(ctx, "conv_transpose")
+    return nn.ConvTranspose2d(channels, out, kernel, stride, padding, output_padding, groups, bias, dilation)
+
+
+@register_op("dwconv")
+def depthwise_conv(
+    ctx: OpContext,
+    kernel: Union[int, List[int]],
+    stride: Union[int, List[int]] = 1,
+    padding: Union[int, List[int], str] = 0,
+    dilation: Union[int, List[int]] = 1,
+    multiplier: int = 1,
+    bias: bool = True,
+) -> nn.Module:
+    """Depthwise convolution: one k x k filter (``multiplier`` filters) per input channel, groups = channels.
+
+    MobileNet's depthwise layer (Howard et al. 2017, section 3.1) when
+    followed by batchnorm/relu and a 1x1 conv, as its Fig. 3 draws it.
+    """
+    channels = _spatial(ctx, "dwconv")
+    if multiplier < 1:
+        raise ValueError(f"dwconv: multiplier must be at least 1, got {multiplier}")
+    return nn.Conv2d(channels, channels * multiplier, kernel, stride, padding, dilation, channels, bias)
+
+
+class SeparableConv2d(nn.Sequential):
+    def __init__(self, depthwise: nn.Conv2d, pointwise: nn.Conv2d):
+        super().__init__()
+        self.depthwise = depthwise
+        self.pointwise = pointwise
+
+
+@register_op("sepconv")
+def separable_conv(
+    ctx: OpContext,
+    out: int,
+    kernel: Union[int, List[int]],
+    stride: Union[int, List[int]] = 1,
+    padding: Union[int, List[int], str] = 0,
+    dilation: Union[int, List[int]] = 1,
+    bias: bool = True,
+) -> nn.Module:
+    """Depthwise separable convolution: depthwise k x k, then pointwise 1 x 1, nothing between.
+
+    Xception (Chollet 2017, section 2 and 4.7: no non-linearity between the
+    two works best). The depthwise part has no bias: the pointwise bias
+    follows it linearly, so a second one would add nothing. For MobileNet's
+    BN + ReLU between the two, write a `dwconv` row and a 1x1 `conv` row.
+    """
+    channels = _spatial(ctx, "sepconv")
+    depthwise = nn.Conv2d(channels, channels, kernel, stride, padding, dilation, channels, bias=False)
+    return SeparableConv2d(depthwise, nn.Conv2d(channels, out, 1, bias=bias))
+
+
+# --- Activations ----------------------------------------------------------
+
+
+@register_op("leaky_relu")
+def leaky_relu(ctx: OpContext, slope: float = 0.01) -> nn.Module:
+    """max(x, slope * x); 0.01 is Maas, Hannun, Ng 2013's slope."""
+    return nn.LeakyReLU(slope)
+
+
+@register_op("prelu")
+def prelu(ctx: OpContext, shared: bool = False, init: float = 0.25) -> nn.Module:
+    """Parametric ReLU (He et al. 2015, section 2.1): a learned slope per channel, 0.25 at the start.
+
+    ``shared: true`` is the paper's channel-shared variant (one slope per layer).
+    """
+    if len(ctx.in_shape) not in (1, 3):
+        raise ValueError(f"prelu needs a (C,) or (C, H, W) input, got {tuple(ctx.in_shape)}")
+    return nn.PReLU(1 if shared else ctx.in_shape[0], init)
+
+
+@register_op("elu")
+def elu(ctx: OpContext, alpha: float = 1.0) -> nn.Module:
+    """Exponential linear unit (Clevert, Unterthiner, Hochreiter 2016)."""
+    return nn.ELU(alpha)
+
+
+@register_op("gelu")
+def gelu(ctx: OpContext, approximate: str = "none") -> nn.Module:
+    """x * Phi(x) (Hendrycks & Gimpel 2016); ``approximate: tanh`` is their tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be none or tanh, got {approximate!r}")
+    return nn.GELU(approximate)
+
+
+# --- Normalisation --------------------------------------------------------
+
+
+@register_op("groupnorm")
+def groupnorm(ctx: OpContext, groups: int = 32, eps: float = 1e-5) -> nn.Module:
+    """Group normalisation (Wu & He 2018): statistics over each group of channels; G = 32 is the paper's default."""
+    channels = ctx.in_shape[0]
+    if len(ctx.in_shape) not in (1, 3):
+        raise ValueError(f"groupnorm needs a (C,) or (C, H, W) input, got {tuple(ctx.in_shape)}")
+    if groups < 1 or channels % groups:
+        raise ValueError(f"groupnorm: {channels} channels are not divisible into {groups} groups; set groups")
+    return nn.GroupNorm(groups, channels, eps)
+
+
+@register_op("norm")
+def norm(ctx: OpContext, groups: Optional[int] = None, eps: float = 1e-5) -> nn.Module:
+    """The model's norm slot: batchnorm, groupnorm or identity, as model.norm=bn|gn|none says.
+
+    A model written with `norm` rows runs the BN-vs-GN ablation (Wu & He
+    2018, Fig. 1) with one override. gn uses ``groups`` when the row gives
+    it, else model.norm_groups (32).
+    """
+    kind = ctx.options.norm
+    if kind not in NORM_KINDS:
+        raise ValueError(f"model.norm={kind!r} is unknown; choose one of: {', '.join(NORM_KINDS)}")
+    if kind == "bn":
+        return batchnorm(ctx, eps)
+    if kind == "gn":
+        return groupnorm(ctx, groups or ctx.options.norm_groups, eps)
+    return nn.Identity()
+
+
+# --- Regularisers ---------------------------------------------------------
+
+
+@register_op("dropconnect")
+def dropconnect(
+    ctx: OpContext,
+    out: int,
+    p: float = 0.5,
+    activation: str = "relu",
+    samples: int = 1000,
+    per_example: bool = True,
+    seed: int = 0,
+) -> nn.Module:
+    """A fully connected layer with DropConnect and its activation (Wan et al. 2013); see dropconnect.py.
+
+    ``p`` is the probability of *dropping* a weight, as for `dropout` (the
+    paper's p is the keep probability, 1 - p here). The activation is part
+    of the layer because inference averages it over sampled pre-activations
+    (Algorithm 2), so do not add one after it. regularization.dropout does
+    not change this layer. ``per_example: false`` draws one mask per batch,
+    for layers too large for batch x out x in masks.
+    """
+    if len(ctx.in_shape) != 1:
+        raise ValueError(f"dropconnect needs a flat input, got {tuple(ctx.in_shape)}; put `flatten` before it")
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropconnect: p must be in [0, 1), got {p}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"dropconnect: activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    if samples < 1:
+        raise ValueError(f"dropconnect: samples must be at least 1, got {samples}")
+    return DropConnectLinear(ctx.in_shape[0], out, p, activation, samples, per_example, seed)
+
+
+# --- Merging tensors (read with `from: [a, b, ...]`) -----------------------
+
+
+def _count_inputs(ctx: OpContext, op: str, count: Optional[int], what: str) -> None:
+    n = len(ctx.in_shapes)
+    if (count is None and n < 2) or (count is not None and n != count):
+        raise ValueError(f"{op} reads {what} with `from: [...]`; it got {n} tensor{'s' if n != 1 else ''}")
+
+
+class Multiply(nn.Module):
+    def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
+        product = inputs[0]
+        for tensor in inputs[1:]:
+            product = product * tensor
+        return product
+
+
+@register_op("multiply", multi_input=True)
+def multiply(ctx: OpContext) -> nn.Module:
+    """Element-wise product with broadcasting: SE's channel scaling, (C, H, W) x (C, 1, 1)."""
+    _count_inputs(ctx, "multiply", None, "two or more tensors")
+    try:
+        torch.broadcast_shapes(*ctx.in_shapes)
+    except RuntimeError:
+        raise ValueError("multiply: the shapes do not broadcast; each size must match or be 1") from None
+    return Multiply()
+
+
+class HighwayGate(nn.Module):
+    def forward(self, inputs: List[torch.Tensor]) -> torch.Tensor:
+        transform, gate, carry = inputs
+        return gate * transform + (1 - gate) * carry
+
+
+@register_op("highway_gate", multi_input=True)
+def highway_gate(ctx: OpContext) -> nn.Module:
+    """y = H * T + x * (1 - T) (Srivastava, Greff, Schmidhuber 2015, eq. 3), read as `from: [H, T, x]`.
+
+    H and T are ordinary rows (T ends in `sigmoid`, its bias started
+    negative with `bias_init`, section 2.2), so any layer can be a highway
+    layer; see conf/model/highway_cifar.yaml.
+    """
+    _count_inputs(ctx, "highway_gate", 3, "[H, T, x]: transform, gate, carry")
+    transform, gate, carry = (tuple(s) for s in ctx.in_shapes)
+    if transform != carry or not _broadcasts_to(gate, carry):
+        raise ValueError(
+            f"highway_gate: H {transform} must have the shape of x {carry}, and T {gate} must broadcast to it"
+        )
+    return HighwayGate()
+
+
+def _broadcasts_to(shape: tuple, target: tuple) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == torch.Size(target)
+    except RuntimeError:
+        return False
+
+
+# --- Spatial transformer ---------------------------------------------------
+
+
+@register_op("spatial_transform", multi_input=True)
+def spatial_transform(ctx: OpContext, size: Optional[List[int]] = None) -> nn.Module:
+    """Warp an image by the affine transform its localisation net regresses (Jaderberg et al. 2015).
+
+    Reads ``from: [image, features]``: the (C, H, W) image and the flat output
+    of a localisation net written as ordinary rows. Holds the final theta
+    regression (zero weights, identity bias: starts as the identity), the
+    grid generator and the bilinear sampler; see spatial_transformer.py.
+    ``size: [H, W]`` sets the output's size (default: the input's).
+    """
+    _count_inputs(ctx, "spatial_transform", 2, "[image, features]")
+    image, features = ctx.in_shapes
+    if len(image) != 3 or len(features) != 1:
+        raise ValueError(
+            f"spatial_transform reads [image (C, H, W), features (N,)], got {tuple(image)} and {tuple(features)}; "
+            "end the localisation net with `flatten`"
+        )
+    if size is not None and (not isinstance(size, list) or len(size) != 2):
+        raise ValueError(f"spatial_transform: size is [height, width], got {size!r}")
+    return SpatialTransformer(features[0], size)

@@ -7,9 +7,13 @@ Adding an op is one decorated function in Python::
         return nn.SiLU()
 
 The function receives an :class:`OpContext` (the inferred input shape(s) and
-the run's regularization switches) followed by the layer's YAML arguments as
-keyword arguments, and returns an ``nn.Module``. Input shapes are inferred by
-the builder, so ops never take in-channels or in-features.
+the run's switches: regularization.dropout/lrn, model.norm) followed by the
+layer's YAML arguments as keyword arguments, and returns an ``nn.Module``.
+Input shapes are inferred by the builder, so ops never take in-channels or
+in-features. An op registered with ``multi_input=True`` reads the tensors a
+row names in ``from: [a, b, ...]`` and its module gets them as a list. Raise
+``ValueError`` for a bad argument or input shape: the builder adds the model
+file, the row and the input shapes to the message.
 """
 
 from __future__ import annotations
@@ -23,12 +27,17 @@ from torch import nn
 Shape = Tuple[int, ...]  # one sample's shape, without the batch dimension
 
 
+NORM_KINDS = ("bn", "gn", "none")
+
+
 @dataclass(frozen=True)
 class BuildOptions:
-    """Run-wide switches that reach every layer (set by the regularization group)."""
+    """Switches that reach every layer: the regularization group's, and the model's norm slot."""
 
     dropout: Optional[float] = None  # None keeps each layer's own rate
     lrn: bool = True
+    norm: str = "bn"  # what a `norm` row becomes: bn | gn | none (model.norm)
+    norm_groups: int = 32  # groups of a gn `norm` row (model.norm_groups)
 
 
 @dataclass(frozen=True)
