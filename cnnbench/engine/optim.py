@@ -1,84 +1,95 @@
-"""Optimizer and learning-rate schedule from the `optim`, `schedule` and `regularization` groups."""
+"""The optimizer, from the `optim` and `regularization` groups.
+
+Weight decay comes in the papers' two conventions:
+
+- coupled (L2): the decay term is added to the gradient before momentum /
+  Adam's moments, as in AlexNet and Caffe (``optim.decoupled_weight_decay=false``);
+- decoupled: weights shrink by ``lr * weight_decay`` each step, apart from
+  the gradient (Loshchilov & Hutter 2019, AdamW) (``true``).
+
+``null`` takes each optimizer's own convention: coupled for SGD, decoupled
+for AdamW.
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from typing import List
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from cnnbench.errors import UserError
 
-OPTIMIZERS = ("sgd",)
-SCHEDULES = ("cosine", "step")
+OPTIMIZERS = ("sgd", "adamw")
+
+# Parameters of these modules are exempt from decay with
+# regularization.no_decay_norm_bias=true, and so are the biases of
+# convolutions and linear layers; chosen by module type, never by name.
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+BIASED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def make_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum and L2 weight decay (coupled, as in AlexNet/Caffe) from `regularization`."""
-    reg = cfg.regularization
-    if cfg.optim.name not in OPTIMIZERS:
-        raise UserError(f"optim.name '{cfg.optim.name}' is unknown; choose one of: {', '.join(OPTIMIZERS)}")
-    if cfg.optim.lr <= 0:
-        raise UserError(f"optim.lr must be positive, got {cfg.optim.lr}")
+def base_lr(cfg: DictConfig) -> float:
+    """optim.lr, scaled by batch size when optim.reference_batch_size is set
+    (the linear scaling rule of Goyal et al. 2017)."""
+    lr = cfg.optim.lr
+    if cfg.optim.reference_batch_size:
+        lr *= cfg.data.batch_size / cfg.optim.reference_batch_size
+    return lr
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> List[dict]:
+    decay, exempt, seen = [], [], set()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if id(param) in seen or not param.requires_grad:
+                continue
+            seen.add(id(param))
+            is_exempt = no_decay_norm_bias and (
+                isinstance(module, NORM_TYPES) or (isinstance(module, BIASED_TYPES) and param is module.bias)
+            )
+            (exempt if is_exempt else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if exempt:
+        groups.append({"params": exempt, "weight_decay": 0.0})
+    return groups
+
+
+def make_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    optim, reg = cfg.optim, cfg.regularization
+    if optim.name not in OPTIMIZERS:
+        raise UserError(f"optim.name '{optim.name}' is unknown; choose one of: {', '.join(OPTIMIZERS)}")
+    if optim.lr <= 0:
+        raise UserError(f"optim.lr must be positive, got {optim.lr}")
     if not 0 <= reg.momentum < 1:
         raise UserError(f"regularization.momentum must be in [0, 1), got {reg.momentum}")
     if reg.weight_decay < 0:
         raise UserError(f"regularization.weight_decay must be >= 0, got {reg.weight_decay}")
-    if cfg.optim.nesterov and reg.momentum == 0:
-        raise UserError("optim.nesterov=true needs regularization.momentum > 0")
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.optim.lr,
-        momentum=reg.momentum,
-        weight_decay=reg.weight_decay,
-        nesterov=cfg.optim.nesterov,
-    )
+    if optim.nesterov and (optim.name != "sgd" or reg.momentum == 0):
+        raise UserError("optim.nesterov=true needs optim.name=sgd and regularization.momentum > 0")
+    decoupled = optim.decoupled_weight_decay
+    if decoupled is None:
+        decoupled = optim.name == "adamw"
+    groups = parameter_groups(model, reg.weight_decay, reg.no_decay_norm_bias)
+    if optim.name == "sgd":
+        if decoupled:
+            for group in groups:
+                group["decoupled_weight_decay"], group["weight_decay"] = group["weight_decay"], 0.0
+        optimizer = torch.optim.SGD(groups, lr=optim.lr, momentum=reg.momentum, nesterov=optim.nesterov)
+        if decoupled:
+            optimizer.register_step_pre_hook(decoupled_decay)
+        return optimizer
+    adam = torch.optim.AdamW if decoupled else torch.optim.Adam
+    return adam(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps)
 
 
-@dataclass
-class LrMultiplier:
-    """The factor on optim.lr at a given optimizer step (a picklable LambdaLR function)."""
-
-    name: str
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    step_size: int
-    gamma: float
-    final_lr_fraction: float
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        if self.name == "step":
-            return self.gamma ** (step // (self.step_size * self.steps_per_epoch))
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return self.final_lr_fraction + (1.0 - self.final_lr_fraction) * cosine
-
-
-def make_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """A per-step LambdaLR: call ``scheduler.step()`` after every optimizer step."""
-    sched = cfg.schedule
-    if sched.name not in SCHEDULES:
-        raise UserError(f"schedule.name '{sched.name}' is unknown; choose one of: {', '.join(SCHEDULES)}")
-    if sched.name == "step" and sched.step_size < 1:
-        raise UserError(f"schedule.step_size must be at least 1 epoch, got {sched.step_size}")
-    multiplier = LrMultiplier(
-        name=sched.name,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=steps_per_epoch * cfg.trainer.epochs,
-        warmup_steps=round(sched.warmup_epochs * steps_per_epoch),
-        step_size=sched.step_size,
-        gamma=sched.gamma,
-        final_lr_fraction=sched.final_lr_fraction,
-    )
-
-    # A plain function, not the dataclass itself: LambdaLR saves a callable
-    # object's fields in its state_dict and restores them on resume, which
-    # would keep the old run's length when a resumed run trains longer.
-    def lr_factor(step: int) -> float:
-        return multiplier(step)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+@torch.no_grad()
+def decoupled_decay(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Before each SGD step, shrink weights by lr * weight_decay (SGDW, Loshchilov & Hutter)."""
+    for group in optimizer.param_groups:
+        rate = group.get("decoupled_weight_decay", 0.0) * group["lr"]
+        if rate:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.mul_(1.0 - rate)

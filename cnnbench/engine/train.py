@@ -24,7 +24,8 @@ import cnnbench
 from cnnbench.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, write_json, write_text
 from cnnbench.engine.evaluate import evaluate, format_metrics
 from cnnbench.engine.metrics import topk_correct
-from cnnbench.engine.optim import make_optimizer, make_scheduler
+from cnnbench.engine.optim import base_lr, make_optimizer
+from cnnbench.engine.schedule import make_schedule
 from cnnbench.engine.runtime import loader_for, model_for, pick_device, seed_everything
 from cnnbench.errors import UserError
 from cnnbench.models import classification_loss, count_parameters, main_logits
@@ -57,7 +58,7 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
         )
     model = model_for(cfg, model_source).to(device)
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_scheduler(cfg, optimizer, len(train_loader))
+    schedule = make_schedule(cfg, optimizer, base_lr(cfg), len(train_loader))
     num_classes = cfg.data.num_classes
     resolved = OmegaConf.to_container(cfg, resolve=True)
 
@@ -67,7 +68,7 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
         state = load_checkpoint(resume_path(cfg.trainer.resume, run_dir, cfg))
         load_weights(model, state)
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"]["torch"])
         start_epoch, best, history = state["epoch"], state["best"], state["history"]
         resumed_from = state["path"]
@@ -86,14 +87,15 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
     try:
         for epoch in range(start_epoch, cfg.trainer.epochs):
             epoch_started = time.perf_counter()
-            train_metrics = train_one_epoch(cfg, model, train_loader, optimizer, scheduler, epoch, num_classes)
+            train_metrics = train_one_epoch(cfg, model, train_loader, optimizer, schedule, epoch, num_classes)
             metrics = evaluate(model, val_loader, num_classes)
             seconds = time.perf_counter() - epoch_started
             is_best = metrics["top1"] > best["top1"]
             if is_best:
                 best = {"top1": metrics["top1"], "epoch": epoch + 1}
             history.append({"epoch": epoch + 1, "train": train_metrics, "val": metrics,
-                            "lr": optimizer.param_groups[0]["lr"], "seconds": seconds})
+                            "lr": schedule.lr, "seconds": seconds})
+            schedule.end_epoch(metrics["top1"])
             log.info(
                 f"epoch {epoch + 1}/{cfg.trainer.epochs}  train loss {train_metrics['loss']:.4f}  "
                 f"val {format_metrics(metrics)}  ({seconds:.1f}s)"
@@ -104,7 +106,7 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
             state = {
                 "format": 1, "cnnbench_version": cnnbench.__version__, "config": resolved,
                 "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": {"torch": torch.get_rng_state()},
+                "schedule": schedule.state_dict(), "rng": {"torch": torch.get_rng_state()},
                 "best": best, "history": history, "metrics": metrics,
             }
             save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
@@ -135,7 +137,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def train_one_epoch(cfg, model, loader, optimizer, scheduler, epoch: int, num_classes: int) -> dict:
+def train_one_epoch(cfg, model, loader, optimizer, schedule, epoch: int, num_classes: int) -> dict:
     model.train()
     loader.set_epoch(epoch)
     loss_sum = torch.zeros((), device=loader.device)
@@ -149,8 +151,10 @@ def train_one_epoch(cfg, model, loader, optimizer, scheduler, epoch: int, num_cl
         logits = main_logits(output)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.optim.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
         optimizer.step()
-        scheduler.step()
+        schedule.step()
         # Accumulate on the device; reading a value back every step would stall a GPU.
         loss_sum += loss.detach() * len(labels)
         correct += topk_correct(logits.detach(), labels, [1])[0]

@@ -1,0 +1,159 @@
+"""Optimizers, weight-decay conventions and learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from cnnbench.config import TrainConfig
+from cnnbench.engine.optim import base_lr, make_optimizer, parameter_groups
+from cnnbench.engine.schedule import make_schedule
+from cnnbench.errors import UserError
+
+
+def config(**overrides):
+    cfg = OmegaConf.structured(TrainConfig)
+    cfg.data.batch_size = 64
+    cfg.trainer.epochs = 10
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def lrs(schedule_name, steps_per_epoch=10, **overrides):
+    cfg = config(**{"schedule.name": schedule_name, **overrides})
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    schedule = make_schedule(cfg, optimizer, 1.0, steps_per_epoch)
+    out = []
+    for _ in range(steps_per_epoch * cfg.trainer.epochs):
+        out.append(optimizer.param_groups[0]["lr"])
+        schedule.step()
+    return out
+
+
+def test_step_schedule_drops_at_epoch_boundaries():
+    values = lrs("step", **{"schedule.step_size": 3, "schedule.gamma": 0.1})
+    assert values[29] == 1.0 and values[30] == pytest.approx(0.1) and values[60] == pytest.approx(0.01)
+
+
+def test_multistep_drops_at_each_milestone():
+    values = lrs("multistep", **{"schedule.milestones": [2, 5], "schedule.gamma": 0.5})
+    assert [values[i * 10] for i in range(7)] == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_cosine_runs_from_the_lr_to_the_final_fraction():
+    values = lrs("cosine", **{"schedule.final_lr_fraction": 0.1})
+    assert values[0] == 1.0
+    assert values[50] == pytest.approx(0.1 + 0.9 * 0.5)
+    assert values[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_linear_warmup_then_schedule():
+    values = lrs("constant", **{"schedule.warmup_epochs": 0.5})
+    assert values[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+
+
+def test_poly_decay():
+    values = lrs("poly", **{"schedule.power": 2.0})
+    assert values[50] == pytest.approx(0.25)
+
+
+def test_one_cycle_rises_then_falls():
+    values = lrs("onecycle", **{"schedule.peak_fraction": 0.3})
+    assert values[0] == pytest.approx(1 / 25)
+    assert max(values) == pytest.approx(1.0) and values.index(max(values)) == 30
+    assert values[-1] < 0.01
+
+
+def test_plateau_divides_when_validation_stops_improving():
+    cfg = config(**{"schedule.name": "plateau", "schedule.patience": 1, "schedule.gamma": 0.1})
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    schedule = make_schedule(cfg, optimizer, 0.5, 10)
+    for top1 in (50, 60, 60, 59):  # improves, improves, stalls once (within patience), stalls again
+        schedule.end_epoch(top1)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    state = schedule.state_dict()
+    fresh = make_schedule(cfg, optimizer, 0.5, 10)
+    fresh.load_state_dict(state)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05) and fresh.best == 60
+
+
+def test_unknown_schedule_is_a_user_error():
+    with pytest.raises(UserError, match="schedule.name 'cosin'"):
+        lrs("cosin")
+
+
+def test_linear_scaling_rule():
+    assert base_lr(config(**{"optim.lr": 0.1})) == 0.1
+    assert base_lr(config(**{"optim.lr": 0.1, "optim.reference_batch_size": 256})) == pytest.approx(0.1 * 64 / 256)
+
+
+class WithNamedBias(nn.Module):
+    """A parameter called `bias` that is not a layer's bias must still decay."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(3))
+
+
+def test_no_decay_is_chosen_by_module_type():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2), nn.GroupNorm(2, 4), WithNamedBias())
+    decay, exempt = parameter_groups(model, 1e-4, no_decay_norm_bias=True)
+    exempt_ids = {id(p) for p in exempt["params"]}
+    expected = {id(model[0].bias), id(model[1].weight), id(model[1].bias), id(model[2].bias),
+                id(model[3].weight), id(model[3].bias)}
+    assert exempt_ids == expected and exempt["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight), id(model[4].bias)}
+    assert len(parameter_groups(model, 1e-4, no_decay_norm_bias=False)) == 1
+
+
+def two_sgd_steps(decoupled):
+    """Two steps with zero gradients: only weight decay moves the weight."""
+    param = nn.Parameter(torch.ones(1))
+    model = nn.Module()
+    model.weight = param
+    cfg = config(**{"optim.lr": 0.1, "optim.decoupled_weight_decay": decoupled,
+                    "regularization.momentum": 0.9, "regularization.weight_decay": 0.5})
+    optimizer = make_optimizer(cfg, model)
+    for _ in range(2):
+        param.grad = torch.zeros(1)
+        optimizer.step()
+    return param.item()
+
+
+def test_coupled_and_decoupled_weight_decay():
+    lr, wd, mu = 0.1, 0.5, 0.9
+    # Coupled (L2): the decay term goes through momentum.
+    p1 = 1 - lr * wd
+    buf = mu * wd * 1.0 + wd * p1
+    assert two_sgd_steps(False) == pytest.approx(p1 - lr * buf)
+    # Decoupled: the weight shrinks by lr * wd each step, momentum never sees it.
+    assert two_sgd_steps(True) == pytest.approx((1 - lr * wd) ** 2)
+
+
+def test_adamw_is_decoupled_by_default():
+    model = nn.Linear(2, 2)
+    optimizer = make_optimizer(config(**{"optim.name": "adamw", "optim.lr": 1e-3}), model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    coupled = make_optimizer(config(**{"optim.name": "adamw", "optim.decoupled_weight_decay": False}), model)
+    assert type(coupled) is torch.optim.Adam
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("optim.name", "rmsprop", "optim.name 'rmsprop'"),
+    ("optim.lr", 0.0, "optim.lr must be positive"),
+    ("regularization.momentum", 1.0, "regularization.momentum"),
+    ("optim.nesterov", True, "nesterov"),
+])
+def test_bad_optimizer_settings(key, value, message):
+    overrides = {key: value}
+    if key == "optim.nesterov":
+        overrides["regularization.momentum"] = 0.0
+    with pytest.raises(UserError, match=message):
+        make_optimizer(config(**overrides), nn.Linear(2, 2))
