@@ -22,7 +22,7 @@ from cnnbench.errors import UserError
 COMMANDS = {
     "train": ("train a model, evaluating top-1/top-5 every epoch", "cnnbench.engine.train:train_command"),
     "eval": ("evaluate a saved checkpoint (checkpoint=PATH)", "cnnbench.engine.evaluate:eval_command"),
-    "summary": ("per-layer table of a model: shapes, params, MACs", None),
+    "summary": ("per-layer table of a model: shapes, params, MACs, receptive field", "cnnbench.models.summary:summary_command"),
     "bench": ("measure training and inference speed", None),
     "report": ("collect run folders into one results table", None),
 }

@@ -1,0 +1,195 @@
+"""`cnnbench summary`: per-layer output shape, parameters, MACs and receptive field.
+
+MACs (multiply-accumulates) of convolutions and linear layers come from
+``torch.utils.flop_counter`` (which counts FLOPs = 2 x MACs for them);
+that is what torchvision's model tables call "GFLOPS". Everything else
+(pooling, LRN, normalisation, activations, additions) is counted
+separately, analytically, as "other ops": one per output element per
+kernel tap for pooling, and one per output element for the rest.
+
+The receptive field of a layer is the side of the input square one of its
+output elements can see, followed along the graph's wiring (for merges, the
+largest of the inputs); "all" once a layer sees the whole input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnbench.errors import UserError
+from cnnbench.models.builder import Graph
+
+FORMATS = ("table", "json")
+POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
+# Ops whose arithmetic flop_counter does not see: one op per output element.
+ELEMENTWISE_TYPES = (
+    nn.ReLU, nn.Tanh, nn.Sigmoid, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LocalResponseNorm,
+    nn.AdaptiveAvgPool2d,
+)
+
+
+@dataclass
+class LayerRow:
+    name: str
+    op: str
+    output: Tuple[int, ...]
+    params: int
+    macs: int
+    other_ops: int
+    receptive_field: Optional[int]  # None: the whole input
+
+
+@dataclass
+class Field:
+    """Receptive field side, and the input-pixel distance between adjacent outputs."""
+
+    size: Optional[int]
+    jump: int
+
+
+def summarize(model: Graph, input_shape: Tuple[int, ...]) -> List[LayerRow]:
+    """One row per leaf layer, in execution order."""
+    leaves: Dict[nn.Module, Tuple[str, str]] = {}
+    collect_leaves(model, "", "", leaves)
+    shapes: Dict[nn.Module, Tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda mod, _inp, out: shapes.__setitem__(mod, tuple(out.shape[1:])))
+             for m in leaves]
+    counter = FlopCounterMode(display=False, depth=None)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    flops = counter.get_flop_counts()
+    fields: Dict[nn.Module, Field] = {}
+    receptive_fields(model, Field(1, 1), input_shape, fields)
+    rows = []
+    root = type(model).__name__
+    for module, (fqn, label) in leaves.items():
+        output = shapes.get(module, ())
+        module_flops = sum(flops.get(f"{root}.{fqn}", {}).values())
+        field = fields.get(module, Field(None, 0))
+        rows.append(LayerRow(
+            name=label, op=type(module).__name__, output=output,
+            params=sum(p.numel() for p in module.parameters()),
+            macs=int(module_flops // 2), other_ops=other_ops(module, output),
+            receptive_field=field.size,
+        ))
+    return rows
+
+
+def collect_leaves(graph: Graph, fqn: str, label: str, leaves: Dict[nn.Module, Tuple[str, str]]) -> None:
+    """Every layer that is not itself a graph, with its module path and its
+    display label (the rows' `as` names, or their indices, joined by '/')."""
+    for index, (layer, name) in enumerate(zip(graph.layers, graph.names)):
+        child_fqn = f"{fqn}.layers.{index}" if fqn else f"layers.{index}"
+        child_label = f"{label}/{name}" if label else name
+        if isinstance(layer, Graph):
+            collect_leaves(layer, child_fqn, child_label, leaves)
+        else:
+            leaves[layer] = (child_fqn, child_label)
+
+
+def other_ops(module: nn.Module, output: Tuple[int, ...]) -> int:
+    elements = math.prod(output) if output else 0
+    if isinstance(module, POOL_TYPES):
+        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
+        return elements * kernel[0] * kernel[1]
+    if isinstance(module, ELEMENTWISE_TYPES) or type(module).__name__ in ("Add", "Multiply"):
+        return elements
+    return 0
+
+
+def receptive_fields(graph: Graph, start: Field, input_shape: Tuple[int, ...], out: Dict[nn.Module, Field]) -> Field:
+    """Follow the wiring: each row's field from the fields of the rows it reads."""
+    values = {"input": start}
+    field = start
+    side = max(input_shape[1:]) if len(input_shape) == 3 else None
+    for layer, name, sources in zip(graph.layers, graph.names, graph.sources):
+        inputs = [values[s] for s in sources]
+        widest = max(inputs, key=lambda f: math.inf if f.size is None else f.size)
+        if isinstance(layer, Graph):
+            field = receptive_fields(layer, widest, input_shape, out)
+        else:
+            field = layer_field(layer, widest, side)
+            out[layer] = field
+        values[name] = field
+    return field
+
+
+def layer_field(layer: nn.Module, field: Field, side: Optional[int]) -> Field:
+    if field.size is None:
+        return field
+    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+        kernel, stride = pair(layer.kernel_size)[0], pair(layer.stride)[0]
+        dilation = pair(getattr(layer, "dilation", 1))[0]
+        size = field.size + (dilation * (kernel - 1)) * field.jump
+        if side is not None and size >= side:
+            return Field(None, field.jump * stride)
+        return Field(size, field.jump * stride)
+    if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)):
+        return Field(None, field.jump)
+    return field
+
+
+def format_table(model_name: str, input_shape, rows: List[LayerRow]) -> str:
+    header = ("layer", "op", "output", "params", "MACs", "other ops", "RF")
+    body = [
+        (r.name, r.op, "x".join(map(str, r.output)), f"{r.params:,}", f"{r.macs:,}", f"{r.other_ops:,}",
+         "all" if r.receptive_field is None else str(r.receptive_field))
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+    align = ["<", "<", ">", ">", ">", ">", ">"]
+    fmt = "  ".join(f"{{:{a}{w}}}" for a, w in zip(align, widths))
+    lines = [f"{model_name}, input {'x'.join(map(str, input_shape))}", fmt.format(*header), fmt.format(*["-" * w for w in widths])]
+    lines += [fmt.format(*line) for line in body]
+    params, macs, other = (sum(getattr(r, k) for r in rows) for k in ("params", "macs", "other_ops"))
+    lines.append("")
+    lines.append(f"params {params:,} ({scaled(params)})   MACs {macs:,} ({scaled(macs)}; "
+                 f"FLOPs = 2 x MACs = {scaled(2 * macs)})   other ops {other:,}")
+    return "\n".join(lines)
+
+
+def scaled(count: int) -> str:
+    for factor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if count >= factor:
+            return f"{count / factor:.2f} {unit}"
+    return str(count)
+
+
+def summary_command(cfg: DictConfig) -> None:
+    from cnnbench.engine.runtime import input_shape, model_for
+
+    options = cfg.summary
+    if options.format not in FORMATS:
+        raise UserError(f"summary.format '{options.format}' is unknown; choose one of: {', '.join(FORMATS)}")
+    shape = tuple(options.input_size) if options.input_size else input_shape(cfg)
+    if len(shape) != 3:
+        raise UserError(f"summary.input_size needs [channels, height, width], got {list(shape)}")
+    if options.input_size:
+        cfg.model.input_size = list(shape)
+    model = model_for(cfg)
+    rows = summarize(model, shape)
+    if options.format == "json":
+        print(json.dumps({
+            "model": cfg.model.name, "input_size": list(shape),
+            "params": sum(r.params for r in rows), "macs": sum(r.macs for r in rows),
+            "flops": 2 * sum(r.macs for r in rows), "other_ops": sum(r.other_ops for r in rows),
+            "layers": [{**asdict(r), "output": list(r.output)} for r in rows],
+        }))
+    else:
+        print(format_table(cfg.model.name, shape, rows))
