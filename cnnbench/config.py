@@ -22,17 +22,29 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 class ModelConfig:
     name: str = MISSING
     paper: Optional[str] = None
+    # Where the exact architecture comes from when it is not the paper's own
+    # (e.g. "torchvision.models.resnet50"); null for a network from the paper.
+    source: Optional[str] = None
+    # The accuracy reported for this network and how it was measured, e.g.
+    # {top1: 76.13, top5: 92.86, protocol: "1 crop 224, resize 256", source: "..."}.
+    published: Dict[str, Any] = field(default_factory=dict)
     # (channels, height, width) the network expects; null takes the dataset's.
     input_size: Optional[List[int]] = None
     # Reusable sub-networks: {block_name: {args: [...], layers: [...]}}.
     blocks: Dict[str, Any] = field(default_factory=dict)
     layers: List[Any] = MISSING
+    # What the model's `norm` rows are: bn (batchnorm) | gn (groupnorm, Wu &
+    # He 2018) | none. Models without `norm` rows ignore it.
+    norm: str = "bn"
+    # Channel groups of a gn `norm` row (the GN paper's default, 32).
+    norm_groups: int = 32
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
-    # Where the dataset lives on disk; null uses the dataset's default place.
+    # Where the dataset lives on disk; null uses $CNNBENCH_DATA_ROOT, else
+    # ~/.cache/cnnbench/data.
     root: Optional[str] = None
     download: bool = False
     batch_size: int = 128
@@ -43,6 +55,17 @@ class DataConfig:
     image_size: int = MISSING
     mean: List[float] = MISSING
     std: List[float] = MISSING
+    # data=synthetic only: how many random images each split has.
+    train_size: Optional[int] = None
+    val_size: Optional[int] = None
+    # Folder datasets (imagenet): DataLoader worker processes reading images.
+    workers: int = 4
+    # Folder datasets, training on CUDA: decode JPEGs on the GPU (nvJPEG) in
+    # the main process; false decodes them on the CPU in the workers.
+    gpu_decode: bool = True
+    # Folder datasets: an unreadable image stops the run (error, naming the
+    # file) or is left out, counted and warned about once (skip).
+    on_corrupt: str = "error"
 
 
 @dataclass
@@ -53,25 +76,61 @@ class AugmentConfig:
     crop_padding: int = 0
     # Mirror left-right with probability 1/2.
     hflip: bool = False
+    # Folder datasets (imagenet) only: how a training image becomes the
+    # network's input square (see cnnbench/data/transforms.py):
+    # center | random (AlexNet: shorter side to `resize`, central square,
+    # random crop) | random_resized (GoogLeNet: `area` and `aspect` ranges).
+    crop: str = "center"
+    # Shorter side in pixels before the center and random crops.
+    resize: int = 256
+    # random_resized: range of the patch's fraction of the image area, and of
+    # its aspect ratio (width / height).
+    area: List[float] = field(default_factory=lambda: [0.08, 1.0])
+    aspect: List[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    # AlexNet's PCA colour augmentation: std of the weights alpha_i (0: off).
+    pca_lighting: float = 0.0
 
 
 @dataclass
 class OptimConfig:
+    # sgd | adamw
     name: str = "sgd"
     lr: float = 0.01
     nesterov: bool = False
+    # adamw
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    # null: the optimizer's own convention (sgd coupled L2, adamw decoupled).
+    decoupled_weight_decay: Optional[bool] = None
+    # Linear scaling rule (Goyal et al. 2017): with a value B, the lr used is
+    # optim.lr * data.batch_size / B. null: optim.lr as given.
+    reference_batch_size: Optional[int] = None
+    # Clip the global gradient norm to this value before each step; null: off.
+    clip_grad_norm: Optional[float] = None
 
 
 @dataclass
 class ScheduleConfig:
+    # constant | step | multistep | cosine | poly | onecycle | plateau
     name: str = "cosine"
-    # Linear warm-up from 0 to optim.lr over this many epochs (fractions allowed).
+    # Linear warm-up from 0 to the lr over this many epochs (fractions allowed).
     warmup_epochs: float = 0.0
     # step: multiply the lr by `gamma` every `step_size` epochs.
     step_size: int = 30
+    # multistep: multiply the lr by `gamma` at each of these epochs.
+    milestones: List[int] = field(default_factory=list)
+    # step, multistep, plateau: the factor at each drop.
     gamma: float = 0.1
-    # cosine: anneal to this fraction of optim.lr by the last step.
+    # poly: (1 - progress) ** power.
+    power: float = 1.0
+    # cosine, poly, onecycle: the lr at the end, as a fraction of the peak lr.
     final_lr_fraction: float = 0.0
+    # onecycle: the share of the run spent rising to the peak lr.
+    peak_fraction: float = 0.3
+    # plateau: drop when val top-1 has not beaten its best by more than
+    # `threshold` points for more than `patience` epochs.
+    patience: int = 2
+    threshold: float = 0.0
 
 
 @dataclass
@@ -86,6 +145,9 @@ class RegularizationConfig:
     # false turns every LRN layer into identity.
     lrn: bool = True
     label_smoothing: float = 0.0
+    # true exempts normalisation layers and the biases of conv/linear layers
+    # from weight decay (chosen by module type).
+    no_decay_norm_bias: bool = False
 
 
 @dataclass
@@ -103,8 +165,15 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
+    # 1 | 2 (with the mirror image) | 10 (AlexNet) | 144 (GoogLeNet); see
+    # cnnbench/engine/crops.py. 10 and 144 need a folder dataset (imagenet).
     crops: int = 1
     split: str = "val"
+    # Folder datasets: shorter side in pixels before the centre crop (crops
+    # 1, 2) or the central square of the 10 crops.
+    resize: int = 256
+    # Folder datasets, crops=144: the shorter sides of GoogLeNet's 4 scales.
+    scales: List[int] = field(default_factory=lambda: [256, 288, 320, 352])
 
 
 @dataclass
@@ -138,7 +207,23 @@ class EvalCommandConfig:
     accelerator: str = "auto"
 
 
-SCHEMAS = {"train": TrainConfig, "eval": EvalCommandConfig}
+@dataclass
+class SummaryOptions:
+    # table | json
+    format: str = "table"
+    # (channels, height, width) to summarise at; null: the model's input size.
+    input_size: Optional[List[int]] = None
+
+
+@dataclass
+class SummaryCommandConfig(TrainConfig):
+    """`cnnbench summary` composes the same groups as `train`, plus its own options."""
+
+    run_name: str = "summary"
+    summary: SummaryOptions = field(default_factory=SummaryOptions)
+
+
+SCHEMAS = {"train": TrainConfig, "eval": EvalCommandConfig, "summary": SummaryCommandConfig}
 
 
 def register_schemas() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict
 
 import torch
@@ -53,8 +56,29 @@ def load_digits(cfg: DictConfig, split: str) -> InMemoryDataset:
     return InMemoryDataset("digits", split, images[keep].contiguous(), labels[keep].contiguous())
 
 
+def default_data_root() -> Path:
+    """Where on-disk datasets live when ``data.root`` is null: the environment
+    variable ``CNNBENCH_DATA_ROOT`` if set, else ``~/.cache/cnnbench/data``."""
+    configured = os.environ.get("CNNBENCH_DATA_ROOT")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "cnnbench" / "data"
+
+
+def lazy_loader(target: str) -> Callable[[DictConfig, str], InMemoryDataset]:
+    """The loader ``"module:function"``, imported on first use: dataset modules
+    import this one (for InMemoryDataset), so importing them here would be a cycle."""
+    module_name, function_name = target.split(":")
+
+    def load(cfg: DictConfig, split: str) -> InMemoryDataset:
+        return getattr(importlib.import_module(module_name), function_name)(cfg, split)
+
+    return load
+
+
 DATASETS: Dict[str, Callable[[DictConfig, str], InMemoryDataset]] = {
     "digits": load_digits,
+    "cifar10": lazy_loader("cnnbench.data.cifar:load_cifar10"),
+    "cifar100": lazy_loader("cnnbench.data.cifar:load_cifar100"),
+    "synthetic": lazy_loader("cnnbench.data.synthetic:load_synthetic"),
 }
 
 

@@ -1,8 +1,10 @@
 """Batches for training and evaluation.
 
 In-memory datasets are moved to the training device once, as uint8; each
-batch is gathered, converted and normalised there with tensor ops, so no
-DataLoader workers or per-image Python run (the airbench approach).
+batch is cropped, mirrored, converted and normalised there with a few
+tensor ops, so no DataLoader workers or per-image Python run (the airbench
+approach). The epoch's order and augmentation are drawn at its start, in
+one go, so the per-batch work is one row gather and one normalisation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Iterator, Sequence, Tuple
 import numpy as np
 import torch
 
-from cnnbench.data.augment import random_crop, random_hflip
+from cnnbench.data.augment import CropSource, draw_crops
 from cnnbench.data.datasets import InMemoryDataset
 
 
@@ -48,16 +50,16 @@ class DeviceLoader:
         channels = dataset.images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(f"mean/std need {channels} values (one per channel), got {len(mean)} and {len(std)}")
-        self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
+        # Augmentation applies to training batches only.
+        self.crop_padding = crop_padding if train else 0
+        self.hflip = hflip and train
+        self.source = CropSource(dataset.images.to(device), self.crop_padding, self.hflip)
         self.batch_size = batch_size
         self.device = device
         self.train = train
         self.seed = seed
         self.epoch = 0
-        # Augmentation applies to training batches only.
-        self.crop_padding = crop_padding if train else 0
-        self.hflip = hflip and train
         # Normalise uint8 pixels directly: (x/255 - mean)/std == (x - 255 mean)/(255 std).
         self.shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
         self.scale = 1.0 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0)
@@ -72,13 +74,11 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         generator = epoch_generator(self.seed, self.epoch)
-        if self.train:
-            order = torch.randperm(n, generator=generator).to(self.device)
-        else:
-            order = torch.arange(n, device=self.device)
+        order = torch.randperm(n, generator=generator) if self.train else torch.arange(n)
+        draws = draw_crops(n, self.crop_padding, self.hflip, generator)
+        order = order.to(self.device)
+        starts, labels = self.source.starts(order, draws), self.labels[order]
         for batch in range(len(self)):
-            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            images = random_crop(self.images[index], self.crop_padding, generator)
-            if self.hflip:
-                images = random_hflip(images, generator)
-            yield (images.float() - self.shift) * self.scale, self.labels[index]
+            take = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            images = self.source.crops(starts[take])
+            yield images.float().sub_(self.shift).mul_(self.scale), labels[take]
