@@ -124,20 +124,23 @@ def check_view_sizes(crops: int, size: int, shorter: int, scales: Sequence[int])
         if len(scales) == 0 or min(scales) < size:
             raise UserError(f"eval.scales {list(scales)} must all be at least the {size}-pixel crop for eval.crops=144")
     elif shorter < size:
-        raise UserError(f"eval.resize={shorter} is smaller than the network's {size}x{size} input; raise it to at least {size}")
+        raise UserError(
+            f"eval.resize={shorter} is smaller than the network's {size}x{size} input; raise it to at least {size}"
+        )
 
 
 def crop_views(image: torch.Tensor, views: Sequence[View], size: int) -> torch.Tensor:
     """Cut ``views`` out of a (C, H, W) image: a (len(views), C, size, size) tensor."""
-    resized = {}
+    resized, cut = {}, {}  # each scale resized once, each box cut once for it and its mirror
     crops = []
     for view in views:
-        if view.shorter not in resized:
-            resized[view.shorter] = TF.resize(image, [view.shorter])
-        crop = TF.crop(resized[view.shorter], view.top, view.left, view.height, view.width)
-        if (view.height, view.width) != (size, size):
-            crop = TF.resize(crop, [size, size])
-        crops.append(TF.horizontal_flip(crop) if view.flip else crop)
+        box = view._replace(flip=False)
+        if box not in cut:
+            if view.shorter not in resized:
+                resized[view.shorter] = TF.resize(image, [view.shorter])
+            crop = TF.crop(resized[view.shorter], view.top, view.left, view.height, view.width)
+            cut[box] = crop if (view.height, view.width) == (size, size) else TF.resize(crop, [size, size])
+        crops.append(TF.horizontal_flip(cut[box]) if view.flip else cut[box])
     return torch.stack(crops)
 
 

@@ -1,0 +1,462 @@
+"""ImageNet-style image folders on disk: ``<root>/<split>/<wnid>/<image>.JPEG``.
+
+A class's index is the position of its folder name in sorted order, as in
+torchvision's ``ImageFolder``. DataLoader workers read the files with
+``torchvision.io.read_file``; then
+
+- training on CUDA with ``data.gpu_decode`` (the default): the main process
+  decodes each batch on the GPU with nvJPEG (``decode_jpeg(device="cuda")``)
+  and crops there, which leaves the CPU cores to read files;
+- otherwise the workers decode and crop on the CPU, and the main process
+  copies uint8 batches (from pinned memory when training on CUDA).
+
+Either way the conversion to float, the PCA lighting shift and the
+normalisation happen on the training device, as in the in-memory loader.
+
+Preparing the folders from the official archives::
+
+    python -m cnnbench.data.imagenet prepare-val ROOT    # devkit + val tar -> ROOT/val/<wnid>/
+    python -m cnnbench.data.imagenet prepare-train ROOT  # train tar -> ROOT/train/<wnid>/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+
+from cnnbench.data.datasets import default_data_root
+from cnnbench.data.loaders import epoch_generator
+from cnnbench.data.transforms import pca_lighting_shift, train_transform
+from cnnbench.engine.crops import check_crops, check_view_sizes, crop_views, eval_views
+from cnnbench.errors import UserError
+
+log = logging.getLogger("cnnbench")
+
+FOLDER_DATASETS = ("imagenet",)
+# What decode_image reads. It goes by the bytes, not the name, so the one PNG
+# and the CMYK JPEGs among ImageNet's .JPEG files decode too.
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+ON_CORRUPT = ("error", "skip")
+LAYOUT = "<root>/{split}/<wnid>/<image>.JPEG (one folder per class)"
+
+
+def dataset_root(data: DictConfig) -> Path:
+    """`data.root` (the folder holding train/ and val/), else ``default_data_root()/<data.name>``."""
+    return Path(data.root).expanduser() if data.root else default_data_root() / data.name
+
+
+# --------------------------------------------------------------------------- the files
+
+
+@dataclass
+class FolderSplit:
+    """The images of one split: file paths relative to ``folder``, and their labels."""
+
+    folder: Path
+    classes: List[str]
+    # Bytes in a numpy array, not a list of str: forked workers then share the
+    # pages instead of copying them as Python touches reference counts.
+    files: np.ndarray
+    labels: torch.Tensor  # int64, one per file
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, index: int) -> Path:
+        return self.folder / os.fsdecode(self.files[index])
+
+
+def list_split(data: DictConfig, split: str) -> FolderSplit:
+    """Find the class folders and image files of ``split``; a clear error when they are not there."""
+    from torchvision.datasets.folder import find_classes, make_dataset
+
+    if data.download:
+        raise UserError(
+            f"data '{data.name}' cannot be downloaded automatically: ImageNet is given out by image-net.org "
+            "to registered users only; download the ILSVRC2012 archives there, prepare them with "
+            "`python -m cnnbench.data.imagenet prepare-val ROOT` (and prepare-train), and set data.download=false"
+        )
+    folder = dataset_root(data) / split
+    where = (
+        f"data.root={data.root}" if data.root
+        else "$CNNBENCH_DATA_ROOT/" + data.name if os.environ.get("CNNBENCH_DATA_ROOT")
+        else "the default place; set data.root=PATH or $CNNBENCH_DATA_ROOT to change it"
+    )
+    if not folder.is_dir():
+        raise UserError(
+            f"data '{data.name}': no {split} folder at {folder} (from {where}); expected {LAYOUT.format(split=split)}; "
+            "see `python -m cnnbench.data.imagenet --help` for turning the official archives into it"
+        )
+    try:
+        classes, class_to_index = find_classes(folder)
+        samples = make_dataset(folder, class_to_index, extensions=IMAGE_EXTENSIONS)
+    except FileNotFoundError as err:
+        raise UserError(f"data '{data.name}': {err} Expected {LAYOUT.format(split=split)}") from err
+    if len(classes) != data.num_classes:
+        raise UserError(
+            f"data '{data.name}': {folder} has {len(classes)} class folders, but data.num_classes={data.num_classes}; "
+            "a missing class would shift every label after it, so fix the folder or data.num_classes"
+        )
+    files = np.array([os.fsencode(os.path.relpath(path, folder)) for path, _ in samples])
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    return FolderSplit(folder, classes, files, labels)
+
+
+def decode_on_cpu(data: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[str]]:
+    """(uint8 RGB image, None), or (None, why) for a file that cannot be decoded."""
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB), None
+    except RuntimeError as err:
+        return None, decoder_message(err)
+
+
+def decoder_message(err: Exception) -> str:
+    # torchvision prefixes its C++ source location ("decode_jpeg, .../decode_jpeg.cpp:171, "); keep the reason.
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return re.sub(r"^\w+, \S+:\d+, ", "", text)
+
+
+# --------------------------------------------------------------------------- per image
+
+
+@dataclass
+class PrepareImage:
+    """A decoded uint8 image -> the network's input (or its eval views) and an RGB lighting shift.
+
+    The random draws of training augmentation come from torch's CPU generator
+    seeded with the image's own seed (from :class:`EpochSampler`), inside
+    ``fork_rng`` so the caller's random state is left as it was.
+    """
+
+    size: int
+    train_transform: Optional[Callable] = None
+    pca_lighting: float = 0.0
+    crops: int = 1
+    resize: int = 256
+    scales: Tuple[int, ...] = ()
+
+    def __call__(self, image: torch.Tensor, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        if self.train_transform is None:
+            views = eval_views(self.crops, image.shape[-2], image.shape[-1], self.size, self.resize, self.scales)
+            out = crop_views(image, views, self.size)
+            return (out[0] if len(views) == 1 else out), torch.zeros(3)
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            image = self.train_transform(image)
+            shift = pca_lighting_shift(self.pca_lighting) if self.pca_lighting else torch.zeros(3)
+        return image, shift
+
+
+class FolderImages(Dataset):
+    """Reads one image per key ``(index, seed)``, in a DataLoader worker.
+
+    With ``prepare`` it is also decoded and prepared there; without, the raw
+    bytes go to the main process, which decodes them on the GPU.
+    """
+
+    def __init__(self, split: FolderSplit, prepare: Optional[PrepareImage]):
+        self.split = split
+        self.prepare = prepare
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key: Tuple[int, int]):
+        index, seed = key
+        try:
+            data = read_file(str(self.split.path(index)))
+        except RuntimeError as err:
+            return None, None, index, decoder_message(err)
+        if self.prepare is None:
+            return data, seed, index, None
+        image, error = decode_on_cpu(data)
+        if image is None:
+            return None, None, index, error
+        image, shift = self.prepare(image, seed)
+        return image, shift, index, None
+
+
+def collate_decoded(items):
+    """(images uint8, shifts, indices, failures): failures are (index, why) of unreadable files."""
+    kept = [item for item in items if item[3] is None]
+    failures = [(item[2], item[3]) for item in items if item[3] is not None]
+    if not kept:
+        return None, None, torch.empty(0, dtype=torch.long), failures
+    return (torch.stack([item[0] for item in kept]), torch.stack([item[1] for item in kept]),
+            torch.tensor([item[2] for item in kept]), failures)
+
+
+def collate_raw(items):
+    """(file bytes, seeds, indices, failures) for decoding in the main process."""
+    kept = [item for item in items if item[3] is None]
+    failures = [(item[2], item[3]) for item in items if item[3] is not None]
+    return [item[0] for item in kept], [item[1] for item in kept], [item[2] for item in kept], failures
+
+
+class EpochSampler(Sampler):
+    """Keys ``(index, seed)`` for one pass over a split.
+
+    Training: a permutation of the images and a seed per image for its random
+    augmentation, both from ``epoch_generator(seed, epoch)``, so an epoch's
+    batches depend on (seed, epoch) only: not on the number of workers, nor
+    on whether the run was resumed. Evaluation: every image once, in order.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool):
+        self.size = size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        if not self.shuffle:
+            return ((index, 0) for index in range(self.size))
+        generator = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
+        # Distributed training shards here: rank r takes keys[r::world_size],
+        # after training keys are trimmed to a multiple of world_size so every
+        # rank takes the same number of steps. Evaluation needs neither trimming
+        # nor padding: the shards are disjoint and together see each image once.
+        return zip(order, seeds)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class FolderLoader:
+    """Iterates normalised (images, labels) batches of a folder split on ``device``.
+
+    Training loaders shuffle per epoch (call ``set_epoch``) and drop the last
+    partial batch; evaluation loaders yield every image exactly once, as
+    (N, C, H, W), or (N, views, C, H, W) for multi-crop evaluation. Unreadable
+    files stop the run (``on_corrupt="error"``) or are left out and recorded in
+    ``skipped`` (path -> reason) with one warning (``on_corrupt="skip"``).
+    """
+
+    def __init__(
+        self,
+        split: FolderSplit,
+        prepare: PrepareImage,
+        batch_size: int,
+        device: torch.device,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool,
+        seed: int = 0,
+        workers: int = 0,
+        decode_in_main: bool = False,
+        on_corrupt: str = "error",
+        name: str = "imagenet",
+    ):
+        if on_corrupt not in ON_CORRUPT:
+            raise UserError(f"data.on_corrupt '{on_corrupt}' is unknown; choose one of: {', '.join(ON_CORRUPT)}")
+        if workers < 0:
+            raise UserError(f"data.workers must be >= 0, got {workers}")
+        self.split = split
+        self.labels = split.labels
+        self.prepare = prepare
+        self.device = device
+        self.train = train
+        self.decode_in_main = decode_in_main
+        self.on_corrupt = on_corrupt
+        self.name = name
+        self.lighting = train and prepare.pca_lighting > 0
+        self.skipped: dict = {}
+        self._warned = False
+        self.sampler = EpochSampler(len(split), seed, shuffle=train)
+        self.loader = DataLoader(
+            FolderImages(split, None if decode_in_main else prepare),
+            batch_size=batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate_raw if decode_in_main else collate_decoded,
+            pin_memory=device.type == "cuda" and not decode_in_main,
+            drop_last=train,
+            persistent_workers=workers > 0,
+        )
+        # Normalise uint8 pixels directly: (x/255 - mean)/std == (x - 255 mean)/(255 std).
+        self.shift = torch.tensor(list(mean), device=device).view(1, -1, 1, 1) * 255.0
+        self.scale = 1.0 / (torch.tensor(list(std), device=device).view(1, -1, 1, 1) * 255.0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.loader:
+            images, shifts, indices, failures = self.decode_batch(*batch) if self.decode_in_main else batch
+            self.record_failures(failures)
+            if images is None:
+                continue
+            images = images.to(self.device, non_blocking=True).float()
+            if self.lighting:
+                images += shifts.to(self.device, non_blocking=True).view(-1, 3, 1, 1) * 255.0
+            labels = self.labels[indices].to(self.device, non_blocking=True)
+            yield (images - self.shift) * self.scale, labels
+        if self.skipped and not self._warned:
+            self._warned = True
+            path, why = next(iter(self.skipped.items()))
+            log.warning(
+                f"data '{self.name}': left out {len(self.skipped)} unreadable image(s) of {self.split.folder} "
+                f"(data.on_corrupt=skip), e.g. {path}: {why}"
+            )
+
+    def decode_batch(self, datas, seeds, indices, failures):
+        """Decode and prepare a batch of file bytes on ``self.device`` (the GPU path)."""
+        try:
+            images = decode_jpeg(datas, mode=ImageReadMode.RGB, device=self.device) if datas else []
+        except RuntimeError:
+            # One bad or non-JPEG file fails the whole batched call: decode each on
+            # the CPU instead, which also reads what nvJPEG cannot (PNG, CMYK).
+            images = []
+            for data, index in zip(datas, indices):
+                image, error = decode_on_cpu(data)
+                images.append(None if image is None else image.to(self.device))
+                if image is None:
+                    failures.append((index, error))
+        prepared, kept = [], []
+        for image, seed, index in zip(images, seeds, indices):
+            if image is not None:
+                prepared.append(self.prepare(image, seed))
+                kept.append(index)
+        if not prepared:
+            return None, None, torch.empty(0, dtype=torch.long), failures
+        images = torch.stack([image for image, _ in prepared])
+        shifts = torch.stack([shift for _, shift in prepared])
+        return images, shifts, torch.tensor(kept), failures
+
+    def record_failures(self, failures) -> None:
+        for index, why in failures:
+            path = self.split.path(index)
+            if self.on_corrupt == "error":
+                raise UserError(
+                    f"cannot read image {path}: {why}; replace or delete the file, "
+                    "or set data.on_corrupt=skip to leave unreadable images out"
+                )
+            self.skipped[str(path)] = why
+
+
+def folder_loader(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int,
+                  input_shape: Tuple[int, ...]) -> FolderLoader:
+    """The loader of a folder dataset (`data.name` in FOLDER_DATASETS) for ``split``."""
+    data = cfg.data
+    channels, height, width = input_shape
+    if channels != 3 or height != width:
+        raise UserError(
+            f"model '{cfg.model.name}' takes inputs of shape {tuple(input_shape)}, but data '{data.name}' gives "
+            "square RGB crops (3, N, N); pick a model that takes them"
+        )
+    if train:
+        prepare = PrepareImage(height, train_transform(cfg.augment, height), float(cfg.augment.pca_lighting))
+        batch_size = data.batch_size
+    else:
+        check_crops(crops, in_memory=False)
+        check_view_sizes(crops, height, cfg.eval.resize, cfg.eval.scales)
+        prepare = PrepareImage(height, crops=crops, resize=cfg.eval.resize, scales=tuple(cfg.eval.scales))
+        # Each image becomes `crops` network inputs: keep about eval_batch_size inputs per forward pass.
+        batch_size = max(1, (data.eval_batch_size or data.batch_size) // crops)
+    return FolderLoader(
+        list_split(data, split), prepare, batch_size, device, list(data.mean), list(data.std), train=train,
+        seed=cfg.seed, workers=data.workers, decode_in_main=bool(data.gpu_decode) and device.type == "cuda",
+        on_corrupt=data.on_corrupt, name=data.name,
+    )
+
+
+# --------------------------------------------------------------------------- preparing the folders
+
+
+def prepare_val(root: Path) -> Path:
+    """Turn ``ILSVRC2012_img_val.tar`` and ``ILSVRC2012_devkit_t12.tar.gz`` in ``root`` into ``root/val/<wnid>/``.
+
+    The val archive is one flat folder of 50,000 images; the devkit's ground
+    truth says which class each is. torchvision's ImageNet parsers do the work
+    (they check the archives' MD5 sums first).
+    """
+    from torchvision.datasets.imagenet import ARCHIVE_META, META_FILE, parse_devkit_archive, parse_val_archive
+
+    root = Path(root).expanduser()
+    require_archives(root, [ARCHIVE_META["devkit"][0], ARCHIVE_META["val"][0]])
+    if (root / "val").exists():
+        raise UserError(f"{root / 'val'} exists already; remove it to prepare the validation images again")
+    with archive_errors():
+        if not (root / META_FILE).is_file():
+            parse_devkit_archive(str(root))
+        parse_val_archive(str(root))
+    return root / "val"
+
+
+def prepare_train(root: Path) -> Path:
+    """Unpack ``ILSVRC2012_img_train.tar`` (one tar per class inside) in ``root`` into ``root/train/<wnid>/``."""
+    from torchvision.datasets.imagenet import ARCHIVE_META, parse_train_archive
+
+    root = Path(root).expanduser()
+    require_archives(root, [ARCHIVE_META["train"][0]])
+    if (root / "train").exists():
+        raise UserError(f"{root / 'train'} exists already; remove it to unpack the training images again")
+    with archive_errors():
+        parse_train_archive(str(root))
+    return root / "train"
+
+
+def require_archives(root: Path, names: List[str]) -> None:
+    missing = [name for name in names if not (root / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{', '.join(missing)} not found in {root}; download the ILSVRC2012 archives from "
+            "image-net.org (registration needed) and put them there"
+        )
+
+
+@contextmanager
+def archive_errors() -> Iterator[None]:
+    """Turn the RuntimeError torchvision raises for a damaged archive into a one-line UserError."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise UserError(str(err).strip().splitlines()[0]) from err
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnbench.data.imagenet",
+        description="Turn the official ILSVRC2012 archives into the folders `data=imagenet` reads: "
+                    "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG. Put the archives in ROOT first.",
+    )
+    parser.add_argument("command", choices=["prepare-val", "prepare-train"],
+                        help="prepare-val: ILSVRC2012_devkit_t12.tar.gz + ILSVRC2012_img_val.tar -> ROOT/val; "
+                             "prepare-train: ILSVRC2012_img_train.tar -> ROOT/train")
+    parser.add_argument("root", type=Path, help="the folder holding the archives (the future data.root)")
+    args = parser.parse_args(argv)
+    try:
+        done = prepare_val(args.root) if args.command == "prepare-val" else prepare_train(args.root)
+    except UserError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    print(f"prepared {done}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
