@@ -58,6 +58,7 @@ def test_unknown_command(cli):
         ("regularization=strong", ("unknown regularization 'strong'", "alexnet", "none")),
         ("data.batch_size=100000", ("data.batch_size=100000", "larger than the training set")),
         ("trainer.devices=2", ("trainer.devices=2",)),
+        ("augment=alexnet", ("augment=alexnet", "folder dataset", "data=digits")),
     ],
 )
 def test_config_mistakes_fail_in_one_line(cli, override, fragments):

@@ -101,6 +101,15 @@ def test_sweep_writes_one_folder_per_job(cli):
     assert "momentum: 0.9" in (sweep / "1" / "config.yaml").read_text()
 
 
+def test_multi_crop_final_evaluation_is_reported(cli):
+    result = cli("train", "trainer.epochs=1", "eval.crops=2", "hydra.run.dir=run")
+    assert result.returncode == 0, result.stderr
+    assert "val with 2 crops" in result.stdout
+    results = json.loads((cli.cwd / "run" / "results.json").read_text())
+    assert 0 <= results["top1_2crop"] <= 100 and "loss_2crop" in results
+    assert results["unreadable_skipped"] == 0
+
+
 def test_a_diverging_run_stops_with_a_clear_message(cli):
     result = cli("train", "trainer.epochs=1", "optim.lr=1e6", "hydra.run.dir=run")
     assert result.returncode == 2

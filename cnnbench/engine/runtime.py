@@ -53,6 +53,12 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, c
     data = cfg.data
     if data.name in FOLDER_DATASETS:
         return folder_loader(cfg, split, device, train, crops, input_shape(cfg))
+    augment = cfg.augment
+    if augment.crop != "center" or augment.pca_lighting:
+        raise UserError(
+            f"augment={augment.name} (crop={augment.crop}, pca_lighting={augment.pca_lighting}) needs a folder "
+            f"dataset such as data=imagenet; data={data.name} is held in memory and takes crop_padding and hflip only"
+        )
     dataset = load_dataset(data, split)
     if input_shape(cfg) != tuple(dataset.images.shape[1:]):
         raise UserError(

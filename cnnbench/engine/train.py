@@ -115,9 +115,17 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
     finally:
         writer.close()
 
+    if cfg.eval.crops != 1:
+        # The papers' final numbers: the last epoch's weights on multi-crop views.
+        multi_crop = evaluate(model, loader_for(cfg, "val", device, train=False, crops=cfg.eval.crops), num_classes)
+        log.info(f"val with {cfg.eval.crops} crops: {format_metrics(multi_crop)}")
+        metrics = {**metrics, **{f"{k}_{cfg.eval.crops}crop": v for k, v in multi_crop.items() if k != "samples"}}
+    skipped = sum(len(getattr(loader, "skipped", {})) for loader in (train_loader, val_loader))
     results = {
         "model": cfg.model.name, "data": cfg.data.name, "epochs": cfg.trainer.epochs,
         **{k: metrics.get(k) for k in ("top1", "top5", "loss")},
+        **{k: v for k, v in metrics.items() if "crop" in k},
+        "unreadable_skipped": skipped,
         "best_top1": best["top1"], "best_epoch": best["epoch"], "params": params,
         "wall_time_s": round(time.perf_counter() - started, 2), "device": str(device),
         "resumed_from": resumed_from,
