@@ -467,3 +467,62 @@ def spatial_transform(ctx: OpContext, size: Optional[List[int]] = None) -> nn.Mo
     if size is not None and (not isinstance(size, list) or len(size) != 2):
         raise ValueError(f"spatial_transform: size is [height, width], got {size!r}")
     return SpatialTransformer(features[0], size)
+
+
+# --- Shortcuts and normalisations of the CIFAR-era networks ------------------
+
+
+class PadChannels(nn.Module):
+    def __init__(self, extra: int, stride: int):
+        super().__init__()
+        self.extra, self.stride = extra, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+@register_op("pad_channels")
+def pad_channels(ctx: OpContext, out: int, stride: int = 1) -> nn.Module:
+    """ResNet's parameter-free shortcut, option A (He et al. 2016, sections 3.3 and 4.2).
+
+    Keeps every ``stride``-th row and column (the identity "performed with a
+    stride of 2" across feature-map sizes) and appends zero channels up to
+    ``out`` ("extra zero entries padded for increasing dimensions"). No
+    library op does both; the zeros go after the input's channels.
+    """
+    channels = _spatial(ctx, "pad_channels")
+    if out < channels:
+        raise ValueError(f"pad_channels: out ({out}) must be at least the input's {channels} channels")
+    if stride < 1:
+        raise ValueError(f"pad_channels: stride must be at least 1, got {stride}")
+    return PadChannels(out - channels, stride)
+
+
+class WithinChannelLRN(nn.Module):
+    def __init__(self, size: int, alpha: float, beta: float, k: float):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The mean over the size x size window, zeros beyond the border counted,
+        # is (1 / size^2) * the sum: cuda-convnet's and Caffe's scaling.
+        mean_square = nn.functional.avg_pool2d(x * x, self.size, 1, self.size // 2, count_include_pad=True)
+        return x / (self.k + self.alpha * mean_square).pow(self.beta)
+
+
+@register_op("lrn_within_channel")
+def lrn_within_channel(
+    ctx: OpContext, size: int = 3, alpha: float = 5e-5, beta: float = 0.75, k: float = 1.0
+) -> nn.Module:
+    """Local response normalisation over a size x size window of the same map.
+
+    b = a / (k + alpha / size^2 * sum of a^2 over the window)^beta: cuda-convnet's
+    `rnorm` layer (its CIFAR-10 nets, e.g. layers-18pct.cfg) and Caffe's LRN
+    with norm_region WITHIN_CHANNEL; torch has only the across-channels kind
+    (the `lrn` op). regularization.lrn=false turns it into identity, like `lrn`.
+    """
+    _spatial(ctx, "lrn_within_channel")
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"lrn_within_channel: size must be odd (a centred window), got {size}")
+    return WithinChannelLRN(size, alpha, beta, k) if ctx.options.lrn else nn.Identity()
