@@ -26,13 +26,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnnbench.errors import UserError
 from cnnbench.models.builder import Graph
+from cnnbench.models.layers import Add, HighwayGate, Multiply, PadChannels, WithinChannelLRN
 
 FORMATS = ("table", "json")
 POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
 # Ops whose arithmetic flop_counter does not see: one op per output element.
 ELEMENTWISE_TYPES = (
     nn.ReLU, nn.Tanh, nn.Sigmoid, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LocalResponseNorm,
-    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool2d, Add, Multiply, HighwayGate, PadChannels, WithinChannelLRN,
 )
 
 
@@ -107,7 +108,7 @@ def other_ops(module: nn.Module, output: Tuple[int, ...]) -> int:
     if isinstance(module, POOL_TYPES):
         kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
         return elements * kernel[0] * kernel[1]
-    if isinstance(module, ELEMENTWISE_TYPES) or type(module).__name__ in ("Add", "Multiply"):
+    if isinstance(module, ELEMENTWISE_TYPES):
         return elements
     return 0
 
