@@ -63,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if target is None:
         return fail(f"cnnbench {command}", "this command is not available in this version yet")
     try:
-        run_hydra_app(command, load_task(target), hydra_args)
+        run_hydra_app(command, target, hydra_args)
     except UserError as err:
         return fail(f"cnnbench {command}", str(err))
     except Exception as err:  # noqa: BLE001 - only config/CLI errors are caught below
@@ -84,7 +84,7 @@ def load_task(target: str) -> Callable:
     return getattr(importlib.import_module(module_name), func_name)
 
 
-def run_hydra_app(command: str, task: Callable, hydra_args: list[str]) -> None:
+def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
     import hydra
 
     from cnnbench.config import CONF_DIR, register_schemas
@@ -101,7 +101,9 @@ def run_hydra_app(command: str, task: Callable, hydra_args: list[str]) -> None:
         # A user mistake found inside the job ends the process here, so Hydra
         # adds no "Error executing job" report around the one line.
         try:
-            return task(cfg)
+            # Imported here, after Hydra has composed and checked the config:
+            # torch and friends take seconds to import, a config mistake none.
+            return load_task(target)(cfg)
         except UserError as err:
             fail(f"cnnbench {command}", str(err))
         except (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue) as err:
