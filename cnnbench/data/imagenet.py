@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
 from cnnbench.data.datasets import default_data_root
-from cnnbench.data.loaders import epoch_generator
+from cnnbench.data.loaders import epoch_generator, uint8_normalization
 from cnnbench.data.transforms import pca_lighting_shift, train_transform
 from cnnbench.engine.crops import check_crops, check_view_sizes, crop_views, eval_views
 from cnnbench.errors import UserError
@@ -294,9 +294,7 @@ class FolderLoader:
             drop_last=train,
             persistent_workers=workers > 0,
         )
-        # Normalise uint8 pixels directly: (x/255 - mean)/std == (x - 255 mean)/(255 std).
-        self.shift = torch.tensor(list(mean), device=device).view(1, -1, 1, 1) * 255.0
-        self.scale = 1.0 / (torch.tensor(list(std), device=device).view(1, -1, 1, 1) * 255.0)
+        self.shift, self.scale = uint8_normalization(mean, std, device)
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

@@ -25,6 +25,14 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
+def uint8_normalization(mean: Sequence[float], std: Sequence[float], device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) that normalise uint8 pixels in one step:
+    (x / 255 - mean) / std == (x - 255 mean) * 1 / (255 std)."""
+    shift = torch.tensor(list(mean), device=device).view(1, -1, 1, 1) * 255.0
+    scale = 1.0 / (torch.tensor(list(std), device=device).view(1, -1, 1, 1) * 255.0)
+    return shift, scale
+
+
 class DeviceLoader:
     """Iterates (images, labels) batches of an in-memory dataset on ``device``.
 
@@ -60,9 +68,7 @@ class DeviceLoader:
         self.train = train
         self.seed = seed
         self.epoch = 0
-        # Normalise uint8 pixels directly: (x/255 - mean)/std == (x - 255 mean)/(255 std).
-        self.shift = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
-        self.scale = 1.0 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0)
+        self.shift, self.scale = uint8_normalization(mean, std, device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
