@@ -111,6 +111,10 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
         raise SystemExit(2)
 
     app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=command)(job)
+    if command == "train":
+        from cnnbench.engine.resume import continue_in_run_folder
+
+        hydra_args = continue_in_run_folder(hydra_args)
     saved_argv = sys.argv
     sys.argv = [f"cnnbench-{command}", *hydra_args]
     try:

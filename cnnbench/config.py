@@ -156,8 +156,19 @@ class TrainerConfig:
     devices: int = 1
     # auto | cpu | cuda
     accelerator: str = "auto"
-    # null | auto (continue the newest run of this config) | path to a checkpoint
+    # null | auto (continue this run's folder, or the newest run of this model
+    # and data under ./outputs) | a checkpoint file or run folder
     resume: Optional[str] = None
+    # auto (bf16 on a GPU that has it, else fp16 on GPU; fp32 on CPU) | fp32 | bf16 | fp16 (GPU only)
+    precision: str = "auto"
+    # Channels-last memory layout; null: on for CUDA, off for the CPU.
+    channels_last: Optional[bool] = None
+    # torch.compile the model (slower start, faster steps on a GPU).
+    compile: bool = False
+    # Also save checkpoints/last.pt every N optimizer steps (0: at epoch ends only).
+    checkpoint_every_n_steps: int = 0
+    # Train loss and lr to TensorBoard (and the NaN check) every N steps.
+    log_every_n_steps: int = 50
     # Torch intra-op threads; null leaves torch's default.
     threads: Optional[int] = None
     progress_bar: bool = True
@@ -200,7 +211,10 @@ class EvalDataOverrides:
 
 @dataclass
 class EvalCommandConfig:
-    checkpoint: str = MISSING
+    # A checkpoint file, or a run folder (its checkpoints/last.pt).
+    checkpoint: Optional[str] = None
+    # A run folder: the same as checkpoint=FOLDER.
+    run: Optional[str] = None
     run_name: str = "eval"
     data: EvalDataOverrides = field(default_factory=EvalDataOverrides)
     eval: EvalConfig = field(default_factory=EvalConfig)

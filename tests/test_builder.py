@@ -220,10 +220,14 @@ def test_loss_adds_weighted_aux_cross_entropy_and_trains_the_heads():
     assert torch.allclose(classification_loss(plain, labels), F.cross_entropy(plain, labels))
 
 
-def test_training_and_evaluation_loops_accept_aux_models():
+def test_training_and_evaluation_loops_accept_aux_models(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
     from cnnbench.config import TrainConfig
     from cnnbench.engine.evaluate import evaluate
-    from cnnbench.engine.train import train_one_epoch
+    from cnnbench.engine.schedule import make_schedule
+    from cnnbench.engine.speed import speed_for
+    from cnnbench.engine.train import EpochSums, train_one_epoch
 
     class Batches(list):
         device = torch.device("cpu")
@@ -236,10 +240,15 @@ def test_training_and_evaluation_loops_accept_aux_models():
     model = from_yaml(AUX_MODEL, (2, 4, 4))
     cfg = OmegaConf.structured(TrainConfig)  # the schema's defaults, so new loop options keep working
     cfg.trainer.epochs, cfg.trainer.progress_bar = 1, False
+    cfg.schedule.name = "constant"
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    schedule = make_schedule(cfg, optimizer, 0.1, len(batches))
     head_before = model.layers[4].layers[-1].weight.detach().clone()
-    metrics = train_one_epoch(cfg, model, batches, optimizer, scheduler, 0, 3)
+    sums = EpochSums(torch.device("cpu"))
+    with SummaryWriter(str(tmp_path)) as writer:
+        train_one_epoch(cfg, model, batches, optimizer, schedule, speed_for(cfg.trainer, torch.device("cpu")),
+                        0, 0, sums, writer, lambda steps_done: None)
+    metrics = sums.result()
     assert metrics["loss"] > 0 and 0 <= metrics["top1"] <= 100
     assert not torch.equal(model.layers[4].layers[-1].weight, head_before)  # the aux loss reached the head
     result = evaluate(model, batches, 3)

@@ -69,6 +69,7 @@ def test_config_mistakes_fail_in_one_line(cli, override, fragments):
 def test_eval_needs_a_checkpoint(cli):
     assert_one_line_error(cli("eval"), "checkpoint=PATH")
     assert_one_line_error(cli("eval", "checkpoint=missing.pt"), "missing.pt", "does not exist")
+    assert_one_line_error(cli("eval", "checkpoint=a.pt", "run=b"), "not both")
 
 
 def test_eval_rejects_a_file_that_is_not_a_checkpoint(cli):

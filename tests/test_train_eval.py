@@ -42,6 +42,28 @@ def test_run_folder_holds_everything(trained_run):
     assert 0 <= results["top1"] <= results["top5"] <= 100
 
 
+def test_tensorboard_has_scalars_filters_and_hparams(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir = trained_run
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}).Reload()
+    tags = events.Tags()
+    for scalar in ("train/loss", "train/top1", "train/loss_step", "val/top1", "val/top5", "lr", "speed/train_images_per_s"):
+        assert scalar in tags["scalars"], scalar
+    assert [e.step for e in events.Scalars("val/top1")] == [1, 2]
+    assert "filters/first_layer" in tags["images"]
+    hparams = [path for path in (run_dir / "tb").iterdir() if path.is_file()]
+    assert any(b"hparams" in path.read_bytes() for path in hparams)
+
+
+def test_results_describe_the_run(trained_run):
+    _, run_dir = trained_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["macs"] == 416520 and results["precision"] == "fp32"
+    assert results["device"].startswith("cpu") and results["versions"]["torch"] == torch.__version__
+    assert len(results["config_hash"]) == 16 and "git_commit" in results
+
+
 def test_train_prints_epochs_and_a_summary(trained_run):
     result, run_dir = trained_run
     assert "epoch 1/2" in result.stdout and "epoch 2/2" in result.stdout
@@ -59,12 +81,14 @@ def test_eval_reproduces_the_numbers_the_run_reported(trained_run, cli):
     for key in ("top1", "top5", "loss"):
         assert evaluated[key] == trained[key], key
     assert evaluated["epoch"] == 2 and evaluated["samples"] == 299
+    per_class = evaluated["per_class_top1"]
+    assert len(per_class) == 10 and all(0 <= value <= 100 for value in per_class)
     assert f"top-1 {trained['top1']:.2f}%" in result.stdout
 
 
 def test_eval_accepts_a_run_folder_and_another_split(trained_run, cli):
     _, run_dir = trained_run
-    result = cli("eval", f"checkpoint={run_dir}", "eval.split=train")
+    result = cli("eval", f"run={run_dir}", "eval.split=train")
     assert result.returncode == 0, result.stderr
     assert "train (1498 images" in result.stdout
 

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
 from cnnbench.data.datasets import default_data_root
-from cnnbench.data.loaders import epoch_generator, uint8_normalization
+from cnnbench.data.loaders import epoch_generator, shard_positions, uint8_normalization
 from cnnbench.data.transforms import pca_lighting_shift, train_transform
 from cnnbench.engine.crops import check_crops, check_view_sizes, crop_views, eval_views
 from cnnbench.errors import UserError
@@ -213,31 +213,32 @@ class EpochSampler(Sampler):
     augmentation, both from ``epoch_generator(seed, epoch)``, so an epoch's
     batches depend on (seed, epoch) only: not on the number of workers, nor
     on whether the run was resumed. Evaluation: every image once, in order.
+    With ``world_size`` > 1, rank ``rank`` gets its shard of those keys
+    (``shard_positions``: its ``batch_size`` block of each global batch in
+    training, a contiguous part in evaluation).
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool):
+    def __init__(self, size: int, seed: int, shuffle: bool, batch_size: int = 1, rank: int = 0, world_size: int = 1):
         self.size = size
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+        self.positions = shard_positions(size, batch_size, rank, world_size, train=shuffle)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return len(self.positions)
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         if not self.shuffle:
-            return ((index, 0) for index in range(self.size))
+            return ((index, 0) for index in self.positions.tolist())
         generator = epoch_generator(self.seed, self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        seeds = torch.randint(0, 2**62, (self.size,), generator=generator).tolist()
-        # Distributed training shards here: rank r takes keys[r::world_size],
-        # after training keys are trimmed to a multiple of world_size so every
-        # rank takes the same number of steps. Evaluation needs neither trimming
-        # nor padding: the shards are disjoint and together see each image once.
-        return zip(order, seeds)
+        order = torch.randperm(self.size, generator=generator)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=generator)
+        # Drawn for the whole split, then sliced: an image's augmentation does not depend on the rank.
+        return zip(order[self.positions].tolist(), seeds[self.positions].tolist())
 
 
 # --------------------------------------------------------------------------- batches
@@ -251,6 +252,8 @@ class FolderLoader:
     (N, C, H, W), or (N, views, C, H, W) for multi-crop evaluation. Unreadable
     files stop the run (``on_corrupt="error"``) or are left out and recorded in
     ``skipped`` (path -> reason) with one warning (``on_corrupt="skip"``).
+    With ``world_size`` > 1 it iterates rank ``rank``'s shard (see
+    :class:`EpochSampler`); ``batch_size`` is per rank.
     """
 
     def __init__(
@@ -267,6 +270,8 @@ class FolderLoader:
         decode_in_main: bool = False,
         on_corrupt: str = "error",
         name: str = "imagenet",
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if on_corrupt not in ON_CORRUPT:
             raise UserError(f"data.on_corrupt '{on_corrupt}' is unknown; choose one of: {', '.join(ON_CORRUPT)}")
@@ -283,7 +288,8 @@ class FolderLoader:
         self.lighting = train and prepare.pca_lighting > 0
         self.skipped: dict = {}
         self._warned = False
-        self.sampler = EpochSampler(len(split), seed, shuffle=train)
+        self.sampler = EpochSampler(len(split), seed, shuffle=train, batch_size=batch_size, rank=rank,
+                                    world_size=world_size)
         self.loader = DataLoader(
             FolderImages(split, None if decode_in_main else prepare),
             batch_size=batch_size,

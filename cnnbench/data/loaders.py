@@ -25,6 +25,24 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
+def shard_positions(size: int, batch_size: int, rank: int = 0, world_size: int = 1, train: bool = True) -> torch.Tensor:
+    """Which positions of an epoch's sample order rank ``rank`` of ``world_size`` takes, in its order.
+
+    Training: its block of ``batch_size`` in each global batch of
+    ``world_size * batch_size``, so the union over ranks of their batch b is
+    batch b of a one-rank run with the global batch size; the last partial
+    global batch is dropped. Evaluation: one contiguous part, the parts
+    disjoint and together every position once (no padding).
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not one of the {world_size} ranks")
+    if not train:
+        return torch.arange(rank * size // world_size, (rank + 1) * size // world_size)
+    global_batch = world_size * batch_size
+    batch_starts = torch.arange(size // global_batch) * global_batch + rank * batch_size
+    return (batch_starts[:, None] + torch.arange(batch_size)).view(-1)
+
+
 def uint8_normalization(mean: Sequence[float], std: Sequence[float], device) -> Tuple[torch.Tensor, torch.Tensor]:
     """(shift, scale) that normalise uint8 pixels in one step:
     (x / 255 - mean) / std == (x - 255 mean) * 1 / (255 std)."""
@@ -38,7 +56,9 @@ class DeviceLoader:
 
     Training loaders shuffle with a per-epoch generator (call ``set_epoch``)
     and drop the last partial batch; evaluation loaders keep every sample,
-    in order, exactly once.
+    in order, exactly once. With ``world_size`` > 1 each rank iterates its
+    shard (``shard_positions``) of the same epoch order and augmentation;
+    ``batch_size`` is per rank.
     """
 
     def __init__(
@@ -52,6 +72,8 @@ class DeviceLoader:
         seed: int = 0,
         crop_padding: int = 0,
         hflip: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -69,13 +91,13 @@ class DeviceLoader:
         self.seed = seed
         self.epoch = 0
         self.shift, self.scale = uint8_normalization(mean, std, device)
+        self.positions = shard_positions(len(self.labels), batch_size, rank, world_size, train).to(device)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+        return math.ceil(len(self.positions) / self.batch_size)
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
@@ -84,6 +106,8 @@ class DeviceLoader:
         draws = draw_crops(n, self.crop_padding, self.hflip, generator)
         order = order.to(self.device)
         starts, labels = self.source.starts(order, draws), self.labels[order]
+        # Drawn for the whole set, then sliced: a sample's crop and mirror do not depend on the rank.
+        starts, labels = starts[self.positions], labels[self.positions]
         for batch in range(len(self)):
             take = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
             images = self.source.crops(starts[take])

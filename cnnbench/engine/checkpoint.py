@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
 
+import numpy as np
 import torch
 
 from cnnbench.errors import UserError
@@ -80,3 +82,19 @@ def load_weights(model: torch.nn.Module, state: dict) -> None:
     except RuntimeError as err:
         detail = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise UserError(f"checkpoint {state['path']} does not fit this model ({detail})") from err
+
+
+def rng_state() -> dict:
+    """Every global random stream a training step draws from (dropout, DropConnect, ...)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnbench.data.imagenet import FolderLoader
 from cnnbench.engine.checkpoint import load_checkpoint, load_weights, write_json
 from cnnbench.engine.crops import mean_softmax_log_probs
-from cnnbench.engine.metrics import reported_ks, topk_correct
+from cnnbench.engine.metrics import reported_ks, topk_hits
 from cnnbench.engine.runtime import loader_for, model_for, pick_device
 from cnnbench.errors import UserError
 from cnnbench.models import main_logits
@@ -23,18 +23,29 @@ log = logging.getLogger("cnnbench")
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], num_classes: int) -> dict:
-    """Mean loss and top-k accuracy (in %) over every sample the batches hold, each once."""
+def evaluate(
+    model: torch.nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+    per_class: bool = False,
+) -> dict:
+    """Mean loss and top-k accuracy (in %) over every sample the batches hold, each once;
+    with ``per_class``, also each class's top-1 (``per_class_top1``, None for a class with no samples)."""
     was_training = model.training
     model.eval()
     ks = reported_ks(num_classes)
     correct, loss_sum, count = None, None, 0
+    class_total = class_hits = None
     for images, labels in batches:
         if images.ndim == 5:  # (N, views, C, H, W): multi-crop, scored by the views' mean softmax
             logits = mean_softmax_log_probs(model, images)
         else:
             logits = main_logits(model(images))  # the main classifier only, never auxiliary heads
-        batch_correct = topk_correct(logits, labels, ks)
+        hits = topk_hits(logits, labels, ks)
+        batch_correct = hits.sum(dim=1)
+        if per_class:
+            total = torch.bincount(labels, minlength=num_classes)
+            right = torch.bincount(labels[hits[0]], minlength=num_classes)
+            class_total = total if class_total is None else class_total + total
+            class_hits = right if class_hits is None else class_hits + right
         batch_loss = F.cross_entropy(logits.float(), labels, reduction="sum")
         correct = batch_correct if correct is None else correct + batch_correct
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
@@ -45,6 +56,8 @@ def evaluate(model: torch.nn.Module, batches: Iterable[Tuple[torch.Tensor, torch
     result = {f"top{k}": 100.0 * c / count for k, c in zip(ks, correct.tolist())}
     result["loss"] = loss_sum.item() / count
     result["samples"] = count
+    if per_class:
+        result["per_class_top1"] = [None if n == 0 else 100.0 * h / n for h, n in zip(class_hits.tolist(), class_total.tolist())]
     return result
 
 
@@ -54,9 +67,11 @@ def format_metrics(metrics: dict) -> str:
 
 
 def eval_command(cfg: DictConfig) -> float:
-    if OmegaConf.is_missing(cfg, "checkpoint"):
-        raise UserError("say which checkpoint to evaluate: cnnbench eval checkpoint=PATH (a .pt file or a run folder)")
-    state = load_checkpoint(Path(cfg.checkpoint))
+    if cfg.checkpoint and cfg.run:
+        raise UserError("give checkpoint=PATH or run=RUN_FOLDER, not both")
+    if not (cfg.checkpoint or cfg.run):
+        raise UserError("say which checkpoint to evaluate: cnnbench eval checkpoint=PATH (a .pt file) or run=RUN_FOLDER")
+    state = load_checkpoint(Path(cfg.checkpoint or cfg.run))
     run_cfg = OmegaConf.create(state["config"])
     for key in ("root", "batch_size"):
         if cfg.data[key] is not None:
@@ -68,7 +83,7 @@ def eval_command(cfg: DictConfig) -> float:
     load_weights(model, state)
     run_cfg.eval = OmegaConf.to_container(cfg.eval)  # this command's crops, resize and scales
     loader = loader_for(run_cfg, cfg.eval.split, device, train=False, crops=cfg.eval.crops)
-    metrics = evaluate(model, loader, run_cfg.data.num_classes)
+    metrics = evaluate(model, loader, run_cfg.data.num_classes, per_class=True)
     log.info(
         f"{run_cfg.model.name} on {run_cfg.data.name} {cfg.eval.split} ({metrics['samples']} images, "
         f"{cfg.eval.crops} crop(s), epoch {state.get('epoch')}): {format_metrics(metrics)}"

@@ -7,15 +7,13 @@ from typing import Sequence
 import torch
 
 
-def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
-    """How many samples have their true class within the top k, for each k in ``ks``.
+def topk_hits(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """Per sample, whether its true class is within the top k, for each k in ``ks``: (len(ks), N) bools.
 
     Ties count against the prediction: the true class is within the top k
     when fewer than k *other* classes score at least as high. So a network
     that outputs the same score for every class is never right, however
     ``torch.topk`` would have broken the tie; a NaN score is never right.
-    Returns a tensor of counts (one per k) on the logits' device, so
-    accumulating it needs no host synchronisation.
     """
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"need logits (N, classes) and targets (N,), got {tuple(logits.shape)} and {tuple(targets.shape)}")
@@ -26,7 +24,14 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int])
     true_score = logits.gather(1, targets.view(-1, 1))
     others_at_least_as_high = (logits >= true_score).sum(dim=1) - 1
     valid = ~torch.isnan(true_score.view(-1))
-    return torch.stack([((others_at_least_as_high < k) & valid).sum() for k in ks])
+    return torch.stack([(others_at_least_as_high < k) & valid for k in ks])
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """How many samples have their true class within the top k, for each k in ``ks``
+    (see :func:`topk_hits` for ties). The counts stay on the logits' device, so
+    accumulating them needs no host synchronisation."""
+    return topk_hits(logits, targets, ks).sum(dim=1)
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> float:

@@ -1,44 +1,100 @@
 """`cnnbench train`: one plain training loop, top to bottom.
 
 build data, model, optimizer, schedule -> (resume) -> for each epoch:
-train over shuffled batches, evaluate on the validation split, log, save
-``last.pt`` (and ``best.pt``) -> write ``results.json``.
+train over the epoch's batches (saving on request or every N steps),
+evaluate on the validation split, log, save ``last.pt`` (and ``best.pt``)
+-> write ``results.json``.
+
+Resuming is exact: the data order and augmentation of a batch depend on
+(seed, epoch, position) only, and a checkpoint holds every random stream
+and running sum of the step it was taken at, so a run stopped anywhere
+(even killed) and resumed ends with the same weights, bit for bit on CPU,
+as one that never stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import logging
 import math
+import platform
+import subprocess
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
+import torchvision
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import cnnbench
-from cnnbench.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, write_json, write_text
+from cnnbench.engine.checkpoint import (
+    load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, write_json, write_text,
+)
 from cnnbench.engine.evaluate import evaluate, format_metrics
 from cnnbench.engine.metrics import topk_correct
 from cnnbench.engine.optim import base_lr, make_optimizer
+from cnnbench.engine.preemption import Preempted, PreemptionFlag
+from cnnbench.engine.resume import checkpoint_to_resume
+from cnnbench.engine.runtime import input_shape, loader_for, model_for, pick_device, seed_everything
 from cnnbench.engine.schedule import make_schedule
-from cnnbench.engine.runtime import loader_for, model_for, pick_device, seed_everything
+from cnnbench.engine.speed import Speed, speed_for
 from cnnbench.errors import UserError
 from cnnbench.models import classification_loss, count_parameters, main_logits
+from cnnbench.models.summary import summarize
 
 log = logging.getLogger("cnnbench")
 
 
-def train_command(cfg: DictConfig) -> float:
+def train_command(cfg: DictConfig) -> Optional[float]:
     hydra_cfg = HydraConfig.get()
     model_file = hydra_cfg.runtime.choices.get("model")
     source = f"conf/model/{model_file}.yaml" if model_file else None
-    results = train(cfg, Path(hydra_cfg.runtime.output_dir), source)
+    try:
+        results = train(cfg, Path(hydra_cfg.runtime.output_dir), source)
+    except Preempted as stop:
+        log.info(str(stop))
+        return None
     return results["top1"]  # what a Hydra sweeper optimises
+
+
+@dataclass
+class Progress:
+    """Where a run is: what a checkpoint needs besides the weights and optimizer."""
+
+    epoch: int = 0  # finished epochs
+    step: int = 0  # optimizer steps done in the current epoch
+    best_top1: float = -1.0
+    best_epoch: Optional[int] = None
+    history: list = field(default_factory=list)  # one record per finished epoch
+    sums: dict = field(default_factory=dict)  # the current epoch's running sums, mid-epoch
+
+
+class EpochSums:
+    """Training loss and top-1 of an epoch, accumulated on the device (no host sync per step)."""
+
+    def __init__(self, device: torch.device, saved: Optional[dict] = None):
+        saved = saved or {}
+        self.loss = saved.get("loss", torch.zeros((), dtype=torch.float64)).to(device)
+        self.correct = saved.get("correct", torch.zeros((), dtype=torch.long)).to(device)
+        self.seen = saved.get("seen", 0)
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.loss += loss.double() * len(labels)
+        self.correct += topk_correct(logits, labels, [1])[0]
+        self.seen += len(labels)
+
+    def state(self) -> dict:
+        return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "seen": self.seen}
+
+    def result(self) -> dict:
+        return {"loss": self.loss.item() / max(self.seen, 1), "top1": 100.0 * self.correct.item() / max(self.seen, 1)}
 
 
 def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) -> dict:
@@ -47,6 +103,7 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
     device = pick_device(cfg.trainer.accelerator)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
+    speed = speed_for(cfg.trainer, device)
     seed_everything(cfg.seed)  # before the model is built: it draws the initial weights
 
     train_loader = loader_for(cfg, "train", device, train=True)
@@ -57,61 +114,92 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
             f"({len(train_loader.labels)} images); lower it"
         )
     model = model_for(cfg, model_source).to(device)
+    if speed.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    macs = sum(row.macs for row in summarize(model, input_shape(cfg)))
     optimizer = make_optimizer(cfg, model)
     schedule = make_schedule(cfg, optimizer, base_lr(cfg), len(train_loader))
-    num_classes = cfg.data.num_classes
+    step_model = torch.compile(model) if cfg.trainer.compile else model
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    num_classes = cfg.data.num_classes
 
-    start_epoch, best, history = 0, {"top1": -1.0, "epoch": None}, []
-    resumed_from = None
+    progress, resumed_from = Progress(), None
     if cfg.trainer.resume:
-        state = load_checkpoint(resume_path(cfg.trainer.resume, run_dir, cfg))
+        state = load_checkpoint(checkpoint_to_resume(cfg.trainer.resume, run_dir))
+        if "progress" not in state:
+            raise UserError(f"{state['path']} was written by an older cnnbench and cannot be resumed; start a new run")
         load_weights(model, state)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["rng"]["torch"])
-        start_epoch, best, history = state["epoch"], state["best"], state["history"]
+        if speed.scaler is not None and state.get("scaler"):
+            speed.scaler.load_state_dict(state["scaler"])
+        progress = Progress(**state["progress"])
+        restore_rng(state["rng"])
         resumed_from = state["path"]
-        log.info(f"resumed from {resumed_from} after epoch {start_epoch}")
+        log.info(f"resumed from {resumed_from} at epoch {progress.epoch + 1}, step {progress.step}")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
     params = count_parameters(model)
     log.info(
-        f"{cfg.model.name}: {params:,} parameters, input {tuple(model.input_shape)} | "
+        f"{cfg.model.name}: {params:,} parameters, {macs / 1e6:,.1f} M MACs, input {tuple(model.input_shape)} | "
         f"{cfg.data.name}: {len(train_loader.labels)} train / {len(val_loader.labels)} val images | "
-        f"device {device} | run folder {run_dir}"
+        f"{device}, {speed.precision}{', channels-last' if speed.channels_last else ''}"
+        f"{', compiled' if cfg.trainer.compile else ''} | run folder {run_dir}"
     )
+
+    def checkpoint(metrics: dict) -> dict:
+        return {
+            "format": 2, "cnnbench_version": cnnbench.__version__, "config": resolved,
+            "epoch": progress.epoch, "metrics": metrics, "progress": asdict(progress),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "scaler": speed.scaler.state_dict() if speed.scaler is not None else None, "rng": rng_state(),
+        }
+
     writer = SummaryWriter(str(run_dir / "tb"))
-    metrics: dict = history[-1]["val"] if history else {}
+    metrics: dict = progress.history[-1]["val"] if progress.history else {}
+    steps_per_epoch = len(train_loader)
     try:
-        for epoch in range(start_epoch, cfg.trainer.epochs):
-            epoch_started = time.perf_counter()
-            train_metrics = train_one_epoch(cfg, model, train_loader, optimizer, schedule, epoch, num_classes)
-            metrics = evaluate(model, val_loader, num_classes)
-            seconds = time.perf_counter() - epoch_started
-            is_best = metrics["top1"] > best["top1"]
-            if is_best:
-                best = {"top1": metrics["top1"], "epoch": epoch + 1}
-            history.append({"epoch": epoch + 1, "train": train_metrics, "val": metrics,
-                            "lr": schedule.lr, "seconds": seconds})
-            schedule.end_epoch(metrics["top1"])
-            log.info(
-                f"epoch {epoch + 1}/{cfg.trainer.epochs}  train loss {train_metrics['loss']:.4f}  "
-                f"val {format_metrics(metrics)}  ({seconds:.1f}s)"
-            )
-            log_epoch(writer, history[-1], len(train_loader.labels))
-            with open(run_dir / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(history[-1]) + "\n")
-            state = {
-                "format": 1, "cnnbench_version": cnnbench.__version__, "config": resolved,
-                "epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "rng": {"torch": torch.get_rng_state()},
-                "best": best, "history": history, "metrics": metrics,
-            }
-            save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
-            if is_best:
-                save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
+        with PreemptionFlag() as preemption:
+            for epoch in range(progress.epoch, cfg.trainer.epochs):
+                epoch_started = time.perf_counter()
+                sums = EpochSums(device, progress.sums)
+
+                def after_step(steps_done: int) -> None:
+                    """Save mid-epoch when asked to, or every N steps."""
+                    every = cfg.trainer.checkpoint_every_n_steps
+                    if not preemption.requested and not (every and (epoch * steps_per_epoch + steps_done) % every == 0):
+                        return
+                    progress.step, progress.sums = steps_done, sums.state()
+                    save_checkpoint(run_dir / "checkpoints" / "last.pt", checkpoint(metrics))
+                    if preemption.requested:
+                        raise Preempted(
+                            f"stopped by {preemption.signal_name} at epoch {epoch + 1}, step {steps_done}; checkpoint "
+                            f"saved; continue with: cnnbench train trainer.resume={run_dir}"
+                        )
+
+                train_one_epoch(cfg, step_model, train_loader, optimizer, schedule, speed, epoch, progress.step,
+                                sums, writer, after_step)
+                train_metrics = sums.result()
+                metrics = evaluate(model, val_loader, num_classes)
+                seconds = time.perf_counter() - epoch_started
+                is_best = metrics["top1"] > progress.best_top1
+                if is_best:
+                    progress.best_top1, progress.best_epoch = metrics["top1"], epoch + 1
+                progress.history.append({"epoch": epoch + 1, "train": train_metrics, "val": metrics,
+                                         "lr": schedule.lr, "seconds": seconds})
+                progress.epoch, progress.step, progress.sums = epoch + 1, 0, {}
+                schedule.end_epoch(metrics["top1"])
+                log.info(
+                    f"epoch {epoch + 1}/{cfg.trainer.epochs}  train loss {train_metrics['loss']:.4f}  "
+                    f"val {format_metrics(metrics)}  ({seconds:.1f}s)"
+                )
+                log_epoch(writer, progress.history[-1], len(train_loader.labels), model)
+                state = checkpoint(metrics)
+                save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
+                if is_best:
+                    save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
+                write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in progress.history))
     finally:
         writer.close()
 
@@ -125,60 +213,68 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
         "model": cfg.model.name, "data": cfg.data.name, "epochs": cfg.trainer.epochs,
         **{k: metrics.get(k) for k in ("top1", "top5", "loss")},
         **{k: v for k, v in metrics.items() if "crop" in k},
-        "unreadable_skipped": skipped,
-        "best_top1": best["top1"], "best_epoch": best["epoch"], "params": params,
-        "wall_time_s": round(time.perf_counter() - started, 2), "device": str(device),
-        "resumed_from": resumed_from,
-        "versions": {"cnnbench": cnnbench.__version__, "torch": torch.__version__},
+        "best_top1": progress.best_top1, "best_epoch": progress.best_epoch,
+        "params": params, "macs": macs, "unreadable_skipped": skipped,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "device": device_name(device), "precision": speed.precision, "resumed_from": resumed_from,
+        "versions": {"cnnbench": cnnbench.__version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "python": platform.python_version()},
+        "git_commit": git_commit(), "config_hash": config_hash(resolved),
         "checkpoint": str(run_dir / "checkpoints" / "last.pt"),
     }
     write_json(run_dir / "results.json", results)
-    writer_hparams(run_dir, cfg, results)
+    write_hparams(run_dir, cfg, results)
     log.info(
         f"done: {cfg.model.name} on {cfg.data.name}, {plural(cfg.trainer.epochs, 'epoch')}, val {format_metrics(metrics)} "
-        f"(best top-1 {best['top1']:.2f}% at epoch {best['epoch']}) in {results['wall_time_s']:.1f}s -> {run_dir}"
+        f"(best top-1 {progress.best_top1:.2f}% at epoch {progress.best_epoch}) "
+        f"in {results['wall_time_s']:.1f}s -> {run_dir}"
     )
     return results
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def train_one_epoch(cfg, model, loader, optimizer, schedule, epoch: int, num_classes: int) -> dict:
+def train_one_epoch(cfg, model, loader, optimizer, schedule, speed: Speed, epoch: int, start_step: int,
+                    sums: EpochSums, writer: SummaryWriter, after_step: Callable[[int], None]) -> None:
+    """One pass over the epoch's batches from ``start_step`` on (non-zero when resuming mid-epoch)."""
     model.train()
     loader.set_epoch(epoch)
-    loss_sum = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), device=loader.device, dtype=torch.long)
-    seen = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", leave=False,
-               disable=None if cfg.trainer.progress_bar else True, dynamic_ncols=True)
-    for step, (images, labels) in enumerate(bar):
-        output = model(images)  # logits, or ModelOutput with auxiliary heads' logits in training mode
-        loss = classification_loss(output, labels, cfg.regularization.label_smoothing)
-        logits = main_logits(output)
+    steps = len(loader)
+    bar = tqdm(itertools.islice(loader, start_step, None), total=steps, initial=start_step,
+               desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", leave=False, dynamic_ncols=True,
+               disable=None if cfg.trainer.progress_bar else True)
+    for step, (images, labels) in enumerate(bar, start=start_step):
+        with speed.autocast():
+            output = model(speed.to_input(images))  # logits, or ModelOutput with auxiliary heads in training
+            loss = classification_loss(output, labels, cfg.regularization.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if speed.scaler is not None:  # fp16: scale the loss so small gradients survive
+            speed.scaler.scale(loss).backward()
+            speed.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if cfg.optim.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad_norm)
-        optimizer.step()
+        if speed.scaler is not None:
+            speed.scaler.step(optimizer)
+            speed.scaler.update()
+        else:
+            optimizer.step()
         schedule.step()
-        # Accumulate on the device; reading a value back every step would stall a GPU.
-        loss_sum += loss.detach() * len(labels)
-        correct += topk_correct(logits.detach(), labels, [1])[0]
-        seen += len(labels)
-        if step % 20 == 0 and not bar.disable:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    train_loss = loss_sum.item() / seen
-    if not math.isfinite(train_loss):
-        raise UserError(
-            f"the training loss became {train_loss} in epoch {epoch + 1}; lower optim.lr "
-            f"(now {cfg.optim.lr}); the checkpoints of earlier epochs are intact"
-        )
-    return {"loss": train_loss, "top1": 100.0 * correct.item() / seen}
+        sums.add(loss.detach(), main_logits(output).detach(), labels)
+        global_step = epoch * steps + step + 1
+        if (step + 1) % cfg.trainer.log_every_n_steps == 0 or step + 1 == steps:
+            value = loss.item()  # the one host sync, every log_every_n_steps
+            if not math.isfinite(value):
+                raise UserError(
+                    f"the training loss became {value} at step {step + 1} of epoch {epoch + 1}; lower optim.lr "
+                    f"(now {cfg.optim.lr}) or set optim.clip_grad_norm; the last checkpoint is intact"
+                )
+            writer.add_scalar("train/loss_step", value, global_step)
+            writer.add_scalar("train/lr_step", schedule.lr, global_step)
+            bar.set_postfix(loss=f"{value:.3f}")
+        after_step(step + 1)
 
 
-def log_epoch(writer: SummaryWriter, record: dict, train_images: int) -> None:
+def log_epoch(writer: SummaryWriter, record: dict, train_images: int, model: torch.nn.Module) -> None:
     epoch = record["epoch"]
     writer.add_scalar("train/loss", record["train"]["loss"], epoch)
     writer.add_scalar("train/top1", record["train"]["top1"], epoch)
@@ -188,21 +284,67 @@ def log_epoch(writer: SummaryWriter, record: dict, train_images: int) -> None:
     writer.add_scalar("lr", record["lr"], epoch)
     writer.add_scalar("speed/epoch_seconds", record["seconds"], epoch)
     writer.add_scalar("speed/train_images_per_s", train_images / record["seconds"], epoch)
+    filters = first_layer_filters(model)
+    if filters is not None:
+        writer.add_image("filters/first_layer", filters, epoch)
 
 
-def writer_hparams(run_dir: Path, cfg: DictConfig, results: dict) -> None:
+def first_layer_filters(model: torch.nn.Module) -> Optional[torch.Tensor]:
+    """The first convolution's kernels as one image grid (AlexNet, Figure 3): RGB
+    kernels in colour, others by their first input channel, each scaled to [0, 1]."""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    if conv is None:
+        return None
+    weights = conv.weight.detach().float().cpu()
+    if weights.shape[1] != 3:
+        weights = weights[:, :1]
+    low = weights.amin(dim=(1, 2, 3), keepdim=True)
+    high = weights.amax(dim=(1, 2, 3), keepdim=True)
+    weights = (weights - low) / (high - low).clamp_min(1e-12)
+    return torchvision.utils.make_grid(weights, nrow=int(math.ceil(math.sqrt(len(weights)))), padding=1, pad_value=1.0)
+
+
+def write_hparams(run_dir: Path, cfg: DictConfig, results: dict) -> None:
     """One HParams entry per run, so TensorBoard's HParams tab compares a sweep."""
     hparams = {
-        "model": cfg.model.name, "data": cfg.data.name, "lr": cfg.optim.lr,
-        "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs,
+        "model": cfg.model.name, "data": cfg.data.name, "lr": cfg.optim.lr, "optim": cfg.optim.name,
+        "batch_size": cfg.data.batch_size, "epochs": cfg.trainer.epochs, "augment": cfg.augment.name,
         "momentum": cfg.regularization.momentum, "weight_decay": cfg.regularization.weight_decay,
         "dropout": -1.0 if cfg.regularization.dropout is None else cfg.regularization.dropout,
         "lrn": cfg.regularization.lrn, "label_smoothing": cfg.regularization.label_smoothing,
-        "schedule": cfg.schedule.name, "seed": cfg.seed,
+        "schedule": cfg.schedule.name, "norm": cfg.model.norm, "seed": cfg.seed,
     }
     final = {f"hparams/{k}": results[k] for k in ("top1", "top5", "best_top1") if results.get(k) is not None}
     with SummaryWriter(str(run_dir / "tb")) as writer:
         writer.add_hparams(hparams, final, run_name=".")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def git_commit() -> Optional[str]:
+    """The commit of the code in the current folder, if it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def config_hash(resolved: dict) -> str:
+    """Identifies the experiment: the resolved config without where or how long it runs."""
+    experiment = {k: v for k, v in resolved.items() if k != "trainer"}
+    experiment["trainer"] = {k: v for k, v in resolved["trainer"].items() if k not in ("resume", "progress_bar")}
+    return hashlib.sha256(json.dumps(experiment, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -214,20 +356,8 @@ def check_trainer(cfg: DictConfig) -> None:
         )
     if cfg.data.batch_size < 1:
         raise UserError(f"data.batch_size must be at least 1, got {cfg.data.batch_size}")
-
-
-def resume_path(resume: str, run_dir: Path, cfg: DictConfig) -> Path:
-    """`trainer.resume`: a checkpoint or run folder, or `auto`: the newest
-    ``checkpoints/last.pt`` under ``./outputs`` of a run with the same model and data."""
-    if resume != "auto":
-        return Path(resume)
-    suffix = f"_{cfg.model.name}_{cfg.data.name}"
-    candidates = sorted(
-        (p for p in Path("outputs").glob("**/checkpoints/last.pt")
-         if run_dir.resolve() not in p.resolve().parents and (p.parent.parent.name.endswith(suffix)
-                                                              or p.parent.parent.parent.name.endswith(suffix))),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not candidates:
-        raise UserError(f"trainer.resume=auto found no checkpoints/last.pt of {cfg.model.name} on {cfg.data.name} under ./outputs")
-    return candidates[-1]
+    for key in ("log_every_n_steps",):
+        if cfg.trainer[key] < 1:
+            raise UserError(f"trainer.{key} must be at least 1, got {cfg.trainer[key]}")
+    if cfg.trainer.checkpoint_every_n_steps < 0:
+        raise UserError(f"trainer.checkpoint_every_n_steps must be >= 0, got {cfg.trainer.checkpoint_every_n_steps}")

@@ -68,7 +68,8 @@ def summarize(model: Graph, input_shape: Tuple[int, ...]) -> List[LayerRow]:
     model.eval()
     try:
         with torch.no_grad(), counter:
-            model(torch.zeros(1, *input_shape))
+            device = next(model.parameters(), torch.zeros(())).device
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         model.train(was_training)
         for hook in hooks:

@@ -1,0 +1,60 @@
+"""The speed switches of `trainer`: precision, memory layout, compilation.
+
+Defaults pick what is fastest on the device without changing results
+beyond mixed-precision noise: on a GPU, bf16 autocast (fp16 with a gradient
+scaler where bf16 is missing), channels-last and cudnn's autotuner; on the
+CPU, fp32 and the default layout (CPU autocast and channels-last are slower
+than fp32 for most of these networks on common CPUs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig
+
+from cnnbench.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class Speed:
+    device: torch.device
+    dtype: Optional[torch.dtype]  # autocast dtype; None: fp32
+    channels_last: bool
+    scaler: Optional[torch.amp.GradScaler]  # fp16 only
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.ndim == 4 else images
+
+
+def speed_for(trainer: DictConfig, device: torch.device) -> Speed:
+    if trainer.precision not in PRECISIONS:
+        raise UserError(f"trainer.precision '{trainer.precision}' is unknown; choose one of: {', '.join(PRECISIONS)}")
+    cuda = device.type == "cuda"
+    precision = trainer.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise UserError("trainer.precision=fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    channels_last = cuda if trainer.channels_last is None else bool(trainer.channels_last)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cudnn pick the fastest kernels
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    return Speed(device, dtype, channels_last, scaler)

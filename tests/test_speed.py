@@ -1,0 +1,48 @@
+"""Speed switches: precision, channels-last; the defaults per device."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cnnbench.config import TrainerConfig
+from cnnbench.engine.speed import speed_for
+from cnnbench.errors import UserError
+
+
+def trainer(**values):
+    cfg = OmegaConf.structured(TrainerConfig)
+    for key, value in values.items():
+        cfg[key] = value
+    return cfg
+
+
+def test_cpu_defaults_are_plain_fp32():
+    speed = speed_for(trainer(), torch.device("cpu"))
+    assert speed.precision == "fp32" and not speed.channels_last and speed.scaler is None
+    x = torch.zeros(2, 3, 4, 4)
+    assert speed.to_input(x) is x
+
+
+def test_bf16_autocast_on_cpu():
+    speed = speed_for(trainer(precision="bf16", channels_last=True), torch.device("cpu"))
+    layer = torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+    with speed.autocast():
+        out = layer(speed.to_input(torch.randn(2, 3, 8, 8)))
+    assert out.dtype == torch.bfloat16
+    assert speed.to_input(torch.randn(2, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("precision, message", [("fp16", "needs a CUDA GPU"), ("fp8", "trainer.precision 'fp8'")])
+def test_bad_precision(precision, message):
+    with pytest.raises(UserError, match=message):
+        speed_for(trainer(precision=precision), torch.device("cpu"))
+
+
+def test_mixed_precision_training_run(cli):
+    result = cli("train", "trainer.epochs=1", "trainer.precision=bf16", "trainer.channels_last=true", "hydra.run.dir=run")
+    assert result.returncode == 0, result.stderr
+    assert "cpu, bf16, channels-last" in result.stdout
+    results = json.loads((cli.cwd / "run" / "results.json").read_text())
+    assert results["precision"] == "bf16" and 0 <= results["top1"] <= 100
