@@ -16,7 +16,8 @@ from cnnbench.data.datasets import InMemoryDataset
 from cnnbench.data.imagenet import EpochSampler
 from cnnbench.data.loaders import DeviceLoader, shard_positions
 from cnnbench.engine.distributed import (
-    DistributedContext, all_reduce_sum, barrier, broadcast_object, launch, setup, teardown, unwrap, wrap_model,
+    DistributedContext, all_gather_object, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, launch, setup,
+    teardown, unwrap, wrap_model,
 )
 from cnnbench.engine.metrics import topk_correct
 from cnnbench.errors import UserError
@@ -158,6 +159,11 @@ def ddp_worker() -> dict:
         assert ctx.world_size == WORLD and ctx.is_main == (ctx.rank == 0)
         torch.set_num_threads(1)
         result = train_and_evaluate(ctx, BATCH)
+        norm = torch.nn.BatchNorm1d(2)
+        norm.running_mean.fill_(ctx.rank + 1.0)  # as if each rank's last local batch had updated it
+        broadcast_buffers(norm)
+        result["running_mean"] = norm.running_mean
+        result["gathered"] = all_gather_object(("rank", ctx.rank))
         barrier()
         return result
     finally:
@@ -171,6 +177,8 @@ def test_two_ranks_reach_the_one_process_weights_and_metrics():
     for result in ranks:
         assert result["steps"] == 10 and set(result["outputs"]) == {"ModelOutput"}
         assert result["run_dir"] == "outputs/run-of-rank-0"  # rank 0's choice reaches every rank
+        assert torch.equal(result["running_mean"], torch.ones(2))  # rank 0's buffers
+        assert result["gathered"] == [("rank", 0), ("rank", 1)]
     for name, weight in reference["final"].items():
         assert not torch.allclose(weight, reference["initial"][name], atol=1e-3), f"{name} did not train"
         assert torch.equal(ranks[0]["final"][name], ranks[1]["final"][name])  # DDP keeps the ranks in step
@@ -210,7 +218,7 @@ def test_one_process_needs_no_process_group(monkeypatch):
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, ctx, sync_batchnorm=True) is model
     assert torch.equal(all_reduce_sum(torch.tensor([3.0])), torch.tensor([3.0]))
-    assert broadcast_object({"a": 1}) == {"a": 1}
+    assert broadcast_object({"a": 1}) == {"a": 1} and all_gather_object(5) == [5]
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(UserError, match="MASTER_ADDR and MASTER_PORT not set"):

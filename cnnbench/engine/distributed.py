@@ -157,6 +157,16 @@ def broadcast_object(obj: Any) -> Any:
     return holder[0]
 
 
+def all_gather_object(obj: Any) -> List[Any]:
+    """Every rank's ``obj`` (any picklable object), by rank, on every rank; ``[obj]`` at world size 1.
+    For per-rank state rank 0 saves for all, such as each rank's random streams."""
+    if not distributed():
+        return [obj]
+    gathered: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def barrier() -> None:
     if distributed():
         dist.barrier()
@@ -177,7 +187,8 @@ def wrap_model(model: nn.Module, ctx: DistributedContext, sync_batchnorm: bool =
         return model
     if sync_batchnorm:
         if ctx.device.type != "cuda":
-            raise UserError("synchronised batch norm works on CUDA GPUs only (torch's SyncBatchNorm); turn it off for CPU runs")
+            raise UserError("sync_batchnorm needs CUDA GPUs (torch's SyncBatchNorm has no CPU version); "
+                            "turn it off for CPU runs")
         # Keeps the same parameter and buffer tensors, so an optimizer made before still holds them.
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
@@ -243,21 +254,29 @@ def launch(n_processes: int, fn: Callable, *args: Any) -> List[Any]:
     return [results[rank] for rank in range(n_processes)]
 
 
+CHAINED = "\n\nThe above exception was the direct cause of the following exception:"
+
+
 class WorkerFailed(RuntimeError):
-    """A worker's exception as the launcher records it: "<time> <cause|peer> <type>: <message>"."""
+    """A worker's exception as the launcher records it: "<time> <user|peer|cause> <type>: <message>"."""
 
 
 def run_worker(fn: Callable, *args: Any) -> Any:
     """A worker's entry point: ``fn(*args)``, its exception re-raised with what :func:`worker_error`
     needs to find the root cause: when it was raised, and whether it was raised inside
     ``torch.distributed`` (a collective that lost its peer or timed out: a consequence of
-    another rank's failure, unless no other rank failed)."""
+    another rank's failure, unless no other rank failed), or is a UserError."""
     try:
         return fn(*args)
     except Exception as err:
         frame = traceback.extract_tb(err.__traceback__)[-1].filename if err.__traceback__ else ""
-        inside = isinstance(err, dist.DistError) or os.path.dirname(dist.__file__) in frame
-        raise WorkerFailed(f"{time.time():.6f} {'peer' if inside else 'cause'} {type(err).__name__}: {err}") from err
+        if isinstance(err, UserError):
+            origin = "user"
+        elif isinstance(err, dist.DistError) or os.path.dirname(dist.__file__) in frame:
+            origin = "peer"
+        else:
+            origin = "cause"
+        raise WorkerFailed(f"{time.time():.6f} {origin} {type(err).__name__}: {err}") from err
 
 
 def worker_error(err, logs: str) -> Exception:
@@ -269,25 +288,24 @@ def worker_error(err, logs: str) -> Exception:
     one rank has failed it stops the others, and a rank whose own error came
     first may be among those it stopped.
     """
-    failures = {}  # rank -> (came from a peer, time, message, traceback)
+    failures = {}  # rank -> (came from a peer, time, origin, message, traceback)
     for path in Path(logs).glob("*/attempt_0/*/error.json"):  # the launcher's layout: <run>/attempt_<n>/<rank>/
         report = json.loads(path.read_text()).get("message", {})
         fields = report.get("message", "").partition(f"{WorkerFailed.__name__}: ")[2].split(" ", 2)
         if len(fields) == 3:
             stamp, origin, message = fields
-            failures[int(path.parent.name)] = (origin == "peer", float(stamp), message.strip(),
+            failures[int(path.parent.name)] = (origin == "peer", float(stamp), origin, message.strip(),
                                                report.get("extraInfo", {}).get("py_callstack"))
     for rank, failure in err.failures.items():
         if rank not in failures:  # died without raising: killed, crashed, or called exit
             signal = f" ({failure.signal_name()})" if failure.exitcode < 0 else ""
-            failures[rank] = (False, float(failure.timestamp), f"exit code {failure.exitcode}{signal}", None)
+            failures[rank] = (False, float(failure.timestamp), "cause", f"exit code {failure.exitcode}{signal}", None)
     rank = min(failures, key=lambda r: failures[r][:2])
-    _, _, message, callstack = failures[rank]
-    kind, _, text = message.partition(": ")
-    if kind == UserError.__name__:
-        return UserError(text)
-    if callstack:
-        log.error(f"worker rank {rank}:\n{callstack.rstrip()}")
+    _, _, origin, message, callstack = failures[rank]
+    if origin == "user":
+        return UserError(message.partition(": ")[2])
+    if callstack:  # the worker's own traceback, without run_worker's re-raise chained after it
+        log.error(f"worker rank {rank}:\n{callstack.split(CHAINED)[0].rstrip()}")
     others = len(failures) - 1
     return RuntimeError(
         f"worker rank {rank} of the distributed run failed: {message.splitlines()[0] if message else 'no message'}"
