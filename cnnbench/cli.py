@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import os
 import sys
+import tempfile
 from typing import Callable, Optional, Sequence
 
 from cnnbench import __version__
@@ -115,6 +116,13 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
         from cnnbench.engine.resume import continue_in_run_folder
 
         hydra_args = continue_in_run_folder(hydra_args)
+        if int(os.environ.get("RANK", "0")) > 0:
+            # Under torchrun every process composes the config; only the first
+            # one's run folder is used (train() shares it), so the others get
+            # a scratch folder and leave no record behind.
+            if any(arg in ("-m", "--multirun") for arg in hydra_args):
+                raise UserError("sweeps (-m) cannot run under torchrun; sweep with a Hydra launcher instead")
+            hydra_args = [*hydra_args, "hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='cnnbench-')}"]
     saved_argv = sys.argv
     sys.argv = [f"cnnbench-{command}", *hydra_args]
     try:

@@ -153,6 +153,8 @@ class RegularizationConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 30
+    # Processes on this machine, one per GPU (or CPU processes with gloo);
+    # -1: one per visible GPU. data.batch_size is the global batch they share.
     devices: int = 1
     # auto | cpu | cuda
     accelerator: str = "auto"
@@ -172,6 +174,11 @@ class TrainerConfig:
     # Torch intra-op threads; null leaves torch's default.
     threads: Optional[int] = None
     progress_bar: bool = True
+    # Several processes (trainer.devices > 1 or torchrun): BatchNorm statistics
+    # over the global batch (GPU only), and how long a collective may wait for
+    # a slow or dead process before the run fails.
+    sync_batchnorm: bool = False
+    dist_timeout_s: float = 1800.0
 
 
 @dataclass

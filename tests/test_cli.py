@@ -57,7 +57,8 @@ def test_unknown_command(cli):
         ("model=alexnett", ("unknown model 'alexnett'", "lenet5")),
         ("regularization=strong", ("unknown regularization 'strong'", "alexnet", "none")),
         ("data.batch_size=100000", ("data.batch_size=100000", "larger than the training set")),
-        ("trainer.devices=2", ("trainer.devices=2",)),
+        ("trainer.devices=-1", ("trainer.devices=-1", "no CUDA GPU")),
+        ("trainer.devices=0", ("trainer.devices must be",)),
         ("augment=alexnet", ("augment=alexnet", "folder dataset", "data=digits")),
     ],
 )

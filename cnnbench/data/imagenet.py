@@ -363,7 +363,7 @@ class FolderLoader:
 
 
 def folder_loader(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int,
-                  input_shape: Tuple[int, ...]) -> FolderLoader:
+                  input_shape: Tuple[int, ...], rank: int = 0, world_size: int = 1) -> FolderLoader:
     """The loader of a folder dataset (`data.name` in FOLDER_DATASETS) for ``split``."""
     data = cfg.data
     channels, height, width = input_shape
@@ -374,7 +374,7 @@ def folder_loader(cfg: DictConfig, split: str, device: torch.device, train: bool
         )
     if train:
         prepare = PrepareImage(height, train_transform(cfg.augment, height), float(cfg.augment.pca_lighting))
-        batch_size = data.batch_size
+        batch_size = data.batch_size // world_size  # data.batch_size is the global batch
     else:
         check_crops(crops, in_memory=False)
         check_view_sizes(crops, height, cfg.eval.resize, cfg.eval.scales)
@@ -384,7 +384,7 @@ def folder_loader(cfg: DictConfig, split: str, device: torch.device, train: bool
     return FolderLoader(
         list_split(data, split), prepare, batch_size, device, list(data.mean), list(data.std), train=train,
         seed=cfg.seed, workers=data.workers, decode_in_main=bool(data.gpu_decode) and device.type == "cuda",
-        on_corrupt=data.on_corrupt, name=data.name,
+        on_corrupt=data.on_corrupt, name=data.name, rank=rank, world_size=world_size,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, IO
@@ -53,6 +54,12 @@ def write_text(path: Path, text: str) -> None:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` over ``target``, as atomically as every other write here."""
+    with open(source, "rb") as src:
+        atomic_write(target, lambda handle: shutil.copyfileobj(src, handle, 1 << 20))
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -140,6 +140,10 @@ def distributed() -> bool:
     return dist.is_initialized() and dist.get_world_size() > 1
 
 
+def world_size() -> int:
+    return dist.get_world_size() if distributed() else 1
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum ``tensor`` over the ranks, in place, and return it (unchanged at world size 1).
     Under NCCL the tensor must be on this rank's GPU."""

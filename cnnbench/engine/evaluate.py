@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.data.imagenet import FolderLoader
+from cnnbench.engine.distributed import all_reduce_sum
 from cnnbench.engine.checkpoint import load_checkpoint, load_weights, write_json
 from cnnbench.engine.crops import mean_softmax_log_probs
 from cnnbench.engine.metrics import reported_ks, topk_hits
@@ -28,34 +29,41 @@ def evaluate(
     per_class: bool = False,
 ) -> dict:
     """Mean loss and top-k accuracy (in %) over every sample the batches hold, each once;
-    with ``per_class``, also each class's top-1 (``per_class_top1``, None for a class with no samples)."""
+    with ``per_class``, also each class's top-1 (``per_class_top1``, None for a class with no samples).
+
+    With several processes, each evaluates its own part of the split and the
+    sums are added up over all of them, so the numbers are the whole split's.
+    """
     was_training = model.training
     model.eval()
     ks = reported_ks(num_classes)
-    correct, loss_sum, count = None, None, 0
-    class_total = class_hits = None
+    device = next(model.parameters(), torch.zeros(())).device
+    correct = torch.zeros(len(ks), dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
+    class_total = torch.zeros(num_classes, dtype=torch.long, device=device)
+    class_hits = torch.zeros(num_classes, dtype=torch.long, device=device)
     for images, labels in batches:
         if images.ndim == 5:  # (N, views, C, H, W): multi-crop, scored by the views' mean softmax
             logits = mean_softmax_log_probs(model, images)
         else:
             logits = main_logits(model(images))  # the main classifier only, never auxiliary heads
         hits = topk_hits(logits, labels, ks)
-        batch_correct = hits.sum(dim=1)
-        if per_class:
-            total = torch.bincount(labels, minlength=num_classes)
-            right = torch.bincount(labels[hits[0]], minlength=num_classes)
-            class_total = total if class_total is None else class_total + total
-            class_hits = right if class_hits is None else class_hits + right
-        batch_loss = F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct = batch_correct if correct is None else correct + batch_correct
-        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        correct += hits.sum(dim=1)
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
         count += len(labels)
+        if per_class:
+            class_total += torch.bincount(labels, minlength=num_classes)
+            class_hits += torch.bincount(labels[hits[0]], minlength=num_classes)
     model.train(was_training)
-    if count == 0:
+    for total in (correct, loss_sum, count, class_total, class_hits):
+        all_reduce_sum(total)
+    samples = count.item()
+    if samples == 0:
         raise UserError("the evaluation split is empty")
-    result = {f"top{k}": 100.0 * c / count for k, c in zip(ks, correct.tolist())}
-    result["loss"] = loss_sum.item() / count
-    result["samples"] = count
+    result = {f"top{k}": 100.0 * c / samples for k, c in zip(ks, correct.tolist())}
+    result["loss"] = loss_sum.item() / samples
+    result["samples"] = samples
     if per_class:
         result["per_class_top1"] = [None if n == 0 else 100.0 * h / n for h, n in zip(class_hits.tolist(), class_total.tolist())]
     return result

@@ -47,12 +47,23 @@ def model_for(cfg: DictConfig, source: Optional[str] = None) -> Network:
     return build_model(spec, input_shape(cfg), options, source or f"model '{cfg.model.name}'")
 
 
-def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int = 1):
+def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int = 1,
+               rank: int = 0, world_size: int = 1):
     """Batches of ``split``: a FolderLoader for image-folder datasets (imagenet), else a
-    DeviceLoader; ``crops`` > 1 gives evaluation batches of several views per image."""
+    DeviceLoader; ``crops`` > 1 gives evaluation batches of several views per image.
+
+    ``data.batch_size`` is the global batch: with several processes each
+    trains on its ``rank``'s slice of ``batch_size / world_size`` samples.
+    """
     data = cfg.data
+    if train and data.batch_size % world_size:
+        raise UserError(
+            f"data.batch_size={data.batch_size} is the global batch and must divide evenly over "
+            f"trainer.devices={world_size} processes"
+        )
+    shard = {"rank": rank, "world_size": world_size}
     if data.name in FOLDER_DATASETS:
-        return folder_loader(cfg, split, device, train, crops, input_shape(cfg))
+        return folder_loader(cfg, split, device, train, crops, input_shape(cfg), **shard)
     augment = cfg.augment
     if augment.crop != "center" or augment.pca_lighting:
         raise UserError(
@@ -65,11 +76,11 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, c
             f"model '{cfg.model.name}' takes inputs of shape {input_shape(cfg)}, but data '{data.name}' "
             f"gives {tuple(dataset.images.shape[1:])}; pick a model and dataset that agree"
         )
-    batch_size = data.batch_size if train else (data.eval_batch_size or data.batch_size)
+    batch_size = data.batch_size // world_size if train else (data.eval_batch_size or data.batch_size)
     try:
         return in_memory_views(DeviceLoader(
             dataset, batch_size, device, list(data.mean), list(data.std), train=train, seed=cfg.seed,
-            crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip,
+            crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip, **shard,
         ), crops)
     except ValueError as err:
         raise UserError(f"data '{data.name}': {err}") from err

@@ -18,7 +18,9 @@ import hashlib
 import itertools
 import json
 import logging
+import logging.config
 import math
+import os
 import platform
 import subprocess
 import time
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 import torchvision
 from hydra.core.hydra_config import HydraConfig
@@ -35,14 +38,18 @@ from tqdm import tqdm
 
 import cnnbench
 from cnnbench.engine.checkpoint import (
-    load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, write_json, write_text,
+    copy_file, load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint, write_json, write_text,
+)
+from cnnbench.engine.distributed import (
+    DistributedContext, all_gather_object, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, launch,
+    setup, teardown, world_size, wrap_model,
 )
 from cnnbench.engine.evaluate import evaluate, format_metrics
 from cnnbench.engine.metrics import topk_correct
 from cnnbench.engine.optim import base_lr, make_optimizer
 from cnnbench.engine.preemption import Preempted, PreemptionFlag
 from cnnbench.engine.resume import checkpoint_to_resume
-from cnnbench.engine.runtime import input_shape, loader_for, model_for, pick_device, seed_everything
+from cnnbench.engine.runtime import input_shape, loader_for, model_for, seed_everything
 from cnnbench.engine.schedule import make_schedule
 from cnnbench.engine.speed import Speed, speed_for
 from cnnbench.errors import UserError
@@ -56,12 +63,39 @@ def train_command(cfg: DictConfig) -> Optional[float]:
     hydra_cfg = HydraConfig.get()
     model_file = hydra_cfg.runtime.choices.get("model")
     source = f"conf/model/{model_file}.yaml" if model_file else None
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    devices = process_count(cfg.trainer)
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        # trainer.devices=N: start N workers the way torchrun would; this
+        # process owns the run folder and waits for them.
+        log_config = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        results = launch(devices, train_worker, config, str(run_dir), source, log_config)[0]
+    else:
+        results = train_worker(cfg, str(run_dir), source)
+    return None if results is None else results["top1"]  # what a Hydra sweeper optimises
+
+
+def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[dict] = None) -> Optional[dict]:
+    """One process's training (the only one, or one of several)."""
+    if log_config is not None and os.environ.get("RANK", "0") == "0":
+        logging.config.dictConfig(log_config)  # a started worker logs like the Hydra job
     try:
-        results = train(cfg, Path(hydra_cfg.runtime.output_dir), source)
+        return train(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg, Path(run_dir), source)
     except Preempted as stop:
         log.info(str(stop))
         return None
-    return results["top1"]  # what a Hydra sweeper optimises
+
+
+def process_count(trainer: DictConfig) -> int:
+    if trainer.devices == -1:
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise UserError("trainer.devices=-1 starts one process per GPU, but torch sees no CUDA GPU")
+        return count
+    if trainer.devices < 1:
+        raise UserError(f"trainer.devices must be a number of processes (>= 1) or -1 (one per GPU), got {trainer.devices}")
+    return trainer.devices
 
 
 @dataclass
@@ -73,7 +107,6 @@ class Progress:
     best_top1: float = -1.0
     best_epoch: Optional[int] = None
     history: list = field(default_factory=list)  # one record per finished epoch
-    sums: dict = field(default_factory=dict)  # the current epoch's running sums, mid-epoch
 
 
 class EpochSums:
@@ -94,20 +127,44 @@ class EpochSums:
         return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "seen": self.seen}
 
     def result(self) -> dict:
-        return {"loss": self.loss.item() / max(self.seen, 1), "top1": 100.0 * self.correct.item() / max(self.seen, 1)}
+        """The epoch's mean loss and top-1 over every process's samples."""
+        loss, correct = all_reduce_sum(self.loss.clone()), all_reduce_sum(self.correct.clone())
+        seen = int(all_reduce_sum(torch.tensor(self.seen, device=self.loss.device)).item())
+        return {"loss": loss.item() / max(seen, 1), "top1": 100.0 * correct.item() / max(seen, 1)}
+
+
+class NoWriter:
+    """What processes other than the first log to TensorBoard: nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) -> dict:
     check_trainer(cfg)
+    ctx = setup(cfg.trainer.accelerator, cfg.trainer.dist_timeout_s)
+    try:
+        return train_in(ctx, cfg, run_dir, model_source)
+    finally:
+        teardown()
+
+
+def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_source: Optional[str]) -> dict:
+    """The run, as process ``ctx.rank`` of ``ctx.world_size``; only the first writes files and logs."""
     started = time.perf_counter()
-    device = pick_device(cfg.trainer.accelerator)
+    device = ctx.device
+    if ctx.world_size > 1:
+        run_dir = Path(broadcast_object(str(run_dir)))  # under torchrun every process composed its own
+        if not ctx.is_main:
+            log.setLevel(logging.WARNING)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     speed = speed_for(cfg.trainer, device)
     seed_everything(cfg.seed)  # before the model is built: it draws the initial weights
 
-    train_loader = loader_for(cfg, "train", device, train=True)
-    val_loader = loader_for(cfg, "val", device, train=False)
+    shard = {"rank": ctx.rank, "world_size": ctx.world_size}
+    train_loader = loader_for(cfg, "train", device, train=True, **shard)
+    val_loader = loader_for(cfg, "val", device, train=False, **shard)
     if len(train_loader) == 0:
         raise UserError(
             f"data.batch_size={cfg.data.batch_size} is larger than the training set "
@@ -119,11 +176,15 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
     macs = sum(row.macs for row in summarize(model, input_shape(cfg)))
     optimizer = make_optimizer(cfg, model)
     schedule = make_schedule(cfg, optimizer, base_lr(cfg), len(train_loader))
-    step_model = torch.compile(model) if cfg.trainer.compile else model
+    step_model = wrap_model(model, ctx, cfg.trainer.sync_batchnorm)  # DDP with several processes
+    if cfg.trainer.compile:
+        step_model = torch.compile(step_model)
+    if ctx.world_size > 1:  # the same weights everywhere, but each process its own dropout masks
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, ctx.rank]).generate_state(1)[0]))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     num_classes = cfg.data.num_classes
 
-    progress, resumed_from = Progress(), None
+    progress, resumed_from, resumed_sums = Progress(), None, None
     if cfg.trainer.resume:
         state = load_checkpoint(checkpoint_to_resume(cfg.trainer.resume, run_dir))
         if "progress" not in state:
@@ -134,53 +195,71 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
         if speed.scaler is not None and state.get("scaler"):
             speed.scaler.load_state_dict(state["scaler"])
         progress = Progress(**state["progress"])
-        restore_rng(state["rng"])
+        ranks = state["ranks"]
+        if len(ranks) != ctx.world_size and progress.step > 0:
+            raise UserError(
+                f"{state['path']} was taken mid-epoch by {len(ranks)} process(es); resume it with "
+                f"trainer.devices={len(ranks)}, or from an end-of-epoch checkpoint"
+            )
+        mine = ranks[min(ctx.rank, len(ranks) - 1)]
+        resumed_sums = mine["sums"]
+        restore_rng(mine["rng"])
         resumed_from = state["path"]
         log.info(f"resumed from {resumed_from} at epoch {progress.epoch + 1}, step {progress.step}")
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
     params = count_parameters(model)
     log.info(
         f"{cfg.model.name}: {params:,} parameters, {macs / 1e6:,.1f} M MACs, input {tuple(model.input_shape)} | "
         f"{cfg.data.name}: {len(train_loader.labels)} train / {len(val_loader.labels)} val images | "
-        f"{device}, {speed.precision}{', channels-last' if speed.channels_last else ''}"
+        f"{device}{f' x {ctx.world_size} processes' if ctx.world_size > 1 else ''}, {speed.precision}"
+        f"{', channels-last' if speed.channels_last else ''}"
         f"{', compiled' if cfg.trainer.compile else ''} | run folder {run_dir}"
     )
 
-    def checkpoint(metrics: dict) -> dict:
-        return {
-            "format": 2, "cnnbench_version": cnnbench.__version__, "config": resolved,
-            "epoch": progress.epoch, "metrics": metrics, "progress": asdict(progress),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "scaler": speed.scaler.state_dict() if speed.scaler is not None else None, "rng": rng_state(),
-        }
+    def save(path: Path, metrics: dict, sums: Optional[EpochSums] = None) -> None:
+        """Every process hands in its random streams and running sums; the first writes the file."""
+        ranks = all_gather_object({"rng": rng_state(), "sums": sums.state() if sums is not None else None})
+        if ctx.is_main:
+            save_checkpoint(path, {
+                "format": 2, "cnnbench_version": cnnbench.__version__, "config": resolved,
+                "epoch": progress.epoch, "metrics": metrics, "progress": asdict(progress), "ranks": ranks,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "scaler": speed.scaler.state_dict() if speed.scaler is not None else None,
+            })
 
-    writer = SummaryWriter(str(run_dir / "tb"))
+    writer = SummaryWriter(str(run_dir / "tb")) if ctx.is_main else NoWriter()
     metrics: dict = progress.history[-1]["val"] if progress.history else {}
     steps_per_epoch = len(train_loader)
     try:
         with PreemptionFlag() as preemption:
             for epoch in range(progress.epoch, cfg.trainer.epochs):
                 epoch_started = time.perf_counter()
-                sums = EpochSums(device, progress.sums)
+                sums = EpochSums(device, resumed_sums)
+                resumed_sums = None
 
                 def after_step(steps_done: int) -> None:
                     """Save mid-epoch when asked to, or every N steps."""
                     every = cfg.trainer.checkpoint_every_n_steps
-                    if not preemption.requested and not (every and (epoch * steps_per_epoch + steps_done) % every == 0):
+                    stop = preemption.requested
+                    if ctx.world_size > 1:  # all processes stop at the same step, or none does
+                        stop = bool(all_reduce_sum(torch.tensor(int(stop), device=device)).item())
+                    if not stop and not (every and (epoch * steps_per_epoch + steps_done) % every == 0):
                         return
-                    progress.step, progress.sums = steps_done, sums.state()
-                    save_checkpoint(run_dir / "checkpoints" / "last.pt", checkpoint(metrics))
-                    if preemption.requested:
+                    progress.step = steps_done
+                    save(run_dir / "checkpoints" / "last.pt", metrics, sums)
+                    if stop:
                         raise Preempted(
-                            f"stopped by {preemption.signal_name} at epoch {epoch + 1}, step {steps_done}; checkpoint "
+                            f"stopped by {preemption.signal_name or 'a signal'} at epoch {epoch + 1}, step {steps_done}; checkpoint "
                             f"saved; continue with: cnnbench train trainer.resume={run_dir}"
                         )
 
                 train_one_epoch(cfg, step_model, train_loader, optimizer, schedule, speed, epoch, progress.step,
-                                sums, writer, after_step)
+                                sums, writer, after_step, show_progress=ctx.is_main)
                 train_metrics = sums.result()
+                broadcast_buffers(model)  # BatchNorm statistics as the first process has them
                 metrics = evaluate(model, val_loader, num_classes)
                 seconds = time.perf_counter() - epoch_started
                 is_best = metrics["top1"] > progress.best_top1
@@ -188,27 +267,31 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
                     progress.best_top1, progress.best_epoch = metrics["top1"], epoch + 1
                 progress.history.append({"epoch": epoch + 1, "train": train_metrics, "val": metrics,
                                          "lr": schedule.lr, "seconds": seconds})
-                progress.epoch, progress.step, progress.sums = epoch + 1, 0, {}
+                progress.epoch, progress.step = epoch + 1, 0
                 schedule.end_epoch(metrics["top1"])
                 log.info(
                     f"epoch {epoch + 1}/{cfg.trainer.epochs}  train loss {train_metrics['loss']:.4f}  "
                     f"val {format_metrics(metrics)}  ({seconds:.1f}s)"
                 )
                 log_epoch(writer, progress.history[-1], len(train_loader.labels), model)
-                state = checkpoint(metrics)
-                save_checkpoint(run_dir / "checkpoints" / "last.pt", state)
-                if is_best:
-                    save_checkpoint(run_dir / "checkpoints" / "best.pt", state)
-                write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in progress.history))
+                save(run_dir / "checkpoints" / "last.pt", metrics)
+                if ctx.is_main:
+                    if is_best:
+                        copy_file(run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt")
+                    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in progress.history))
     finally:
         writer.close()
 
     if cfg.eval.crops != 1:
         # The papers' final numbers: the last epoch's weights on multi-crop views.
-        multi_crop = evaluate(model, loader_for(cfg, "val", device, train=False, crops=cfg.eval.crops), num_classes)
+        views = loader_for(cfg, "val", device, train=False, crops=cfg.eval.crops, **shard)
+        multi_crop = evaluate(model, views, num_classes)
         log.info(f"val with {cfg.eval.crops} crops: {format_metrics(multi_crop)}")
         metrics = {**metrics, **{f"{k}_{cfg.eval.crops}crop": v for k, v in multi_crop.items() if k != "samples"}}
-    skipped = sum(len(getattr(loader, "skipped", {})) for loader in (train_loader, val_loader))
+    skipped = sum(all_gather_object(sum(len(getattr(loader, "skipped", {})) for loader in (train_loader, val_loader))))
+    if not ctx.is_main:
+        barrier()
+        return {"top1": metrics.get("top1")}
     results = {
         "model": cfg.model.name, "data": cfg.data.name, "epochs": cfg.trainer.epochs,
         **{k: metrics.get(k) for k in ("top1", "top5", "loss")},
@@ -216,7 +299,8 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
         "best_top1": progress.best_top1, "best_epoch": progress.best_epoch,
         "params": params, "macs": macs, "unreadable_skipped": skipped,
         "wall_time_s": round(time.perf_counter() - started, 2),
-        "device": device_name(device), "precision": speed.precision, "resumed_from": resumed_from,
+        "device": device_name(device), "world_size": ctx.world_size, "batch_size": cfg.data.batch_size,
+        "precision": speed.precision, "resumed_from": resumed_from,
         "versions": {"cnnbench": cnnbench.__version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "git_commit": git_commit(), "config_hash": config_hash(resolved),
@@ -229,18 +313,20 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) ->
         f"(best top-1 {progress.best_top1:.2f}% at epoch {progress.best_epoch}) "
         f"in {results['wall_time_s']:.1f}s -> {run_dir}"
     )
+    barrier()
     return results
 
 
 def train_one_epoch(cfg, model, loader, optimizer, schedule, speed: Speed, epoch: int, start_step: int,
-                    sums: EpochSums, writer: SummaryWriter, after_step: Callable[[int], None]) -> None:
+                    sums: EpochSums, writer: SummaryWriter, after_step: Callable[[int], None],
+                    show_progress: bool = True) -> None:
     """One pass over the epoch's batches from ``start_step`` on (non-zero when resuming mid-epoch)."""
     model.train()
     loader.set_epoch(epoch)
     steps = len(loader)
     bar = tqdm(itertools.islice(loader, start_step, None), total=steps, initial=start_step,
                desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", leave=False, dynamic_ncols=True,
-               disable=None if cfg.trainer.progress_bar else True)
+               disable=None if cfg.trainer.progress_bar and show_progress else True)
     for step, (images, labels) in enumerate(bar, start=start_step):
         with speed.autocast():
             output = model(speed.to_input(images))  # logits, or ModelOutput with auxiliary heads in training
@@ -262,7 +348,8 @@ def train_one_epoch(cfg, model, loader, optimizer, schedule, speed: Speed, epoch
         sums.add(loss.detach(), main_logits(output).detach(), labels)
         global_step = epoch * steps + step + 1
         if (step + 1) % cfg.trainer.log_every_n_steps == 0 or step + 1 == steps:
-            value = loss.item()  # the one host sync, every log_every_n_steps
+            # The one host sync, every log_every_n_steps; averaged over processes so all stop together.
+            value = all_reduce_sum(loss.detach().float().clone()).item() / world_size()
             if not math.isfinite(value):
                 raise UserError(
                     f"the training loss became {value} at step {step + 1} of epoch {epoch + 1}; lower optim.lr "
@@ -350,10 +437,6 @@ def config_hash(resolved: dict) -> str:
 def check_trainer(cfg: DictConfig) -> None:
     if cfg.trainer.epochs < 1:
         raise UserError(f"trainer.epochs must be at least 1, got {cfg.trainer.epochs}")
-    if cfg.trainer.devices != 1:
-        raise UserError(
-            f"trainer.devices={cfg.trainer.devices}: this version trains on one device; use trainer.devices=1"
-        )
     if cfg.data.batch_size < 1:
         raise UserError(f"data.batch_size must be at least 1, got {cfg.data.batch_size}")
     for key in ("log_every_n_steps",):
