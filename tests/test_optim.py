@@ -157,3 +157,37 @@ def test_bad_optimizer_settings(key, value, message):
         overrides["regularization.momentum"] = 0.0
     with pytest.raises(UserError, match=message):
         make_optimizer(config(**overrides), nn.Linear(2, 2))
+
+
+def test_caffe_lr_and_decay_multipliers_from_the_model_file():
+    """bvlc_alexnet style: biases learn twice as fast and do not decay; a block's multipliers reach its layers."""
+    from cnnbench.models import build_model
+
+    spec = {
+        "name": "mults",
+        "blocks": {"frozen": {"args": [], "layers": [[ "conv", {"out": 4, "kernel": 1}]]}},
+        "layers": [
+            ["conv", {"out": 4, "kernel": 3, "lr_mult": [1, 2], "decay_mult": [1, 0], "as": "conv1"}],
+            ["frozen", {"lr_mult": 0, "decay_mult": 0}],
+            "flatten",
+            ["linear", {"out": 2}],
+        ],
+    }
+    model = build_model(spec, (3, 5, 5))
+    cfg = config(**{"optim.lr": 0.1, "regularization.weight_decay": 5e-4, "schedule.name": "constant"})
+    optimizer = make_optimizer(cfg, model)
+    make_schedule(cfg, optimizer, 0.1, 10)
+    conv1, frozen, linear = model.layers[0], model.layers[1].layers[0], model.layers[3]
+    by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    settings = lambda p: (by_param[id(p)]["lr"], by_param[id(p)]["weight_decay"])  # noqa: E731
+    assert settings(conv1.weight) == (pytest.approx(0.1), 5e-4)
+    assert settings(conv1.bias) == (pytest.approx(0.2), 0.0)
+    assert settings(frozen.weight) == (0.0, 0.0) and settings(frozen.bias) == (0.0, 0.0)
+    assert settings(linear.weight) == (pytest.approx(0.1), 5e-4) and settings(linear.bias) == (pytest.approx(0.1), 5e-4)
+
+
+def test_bad_multiplier_names_the_row():
+    from cnnbench.models import ModelBuildError, build_model
+
+    with pytest.raises(ModelBuildError, match=r"layers\[0\].*lr_mult must be a number >= 0 or \[weights, biases\]"):
+        build_model({"name": "bad", "layers": [["conv", {"out": 2, "kernel": 1, "lr_mult": [1, 2, 3]}]]}, (1, 2, 2))

@@ -40,20 +40,32 @@ def base_lr(cfg: DictConfig) -> float:
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool) -> List[dict]:
-    decay, exempt, seen = [], [], set()
-    for module in model.modules():
+    """Parameters grouped by their learning-rate factor and weight decay.
+
+    Each parameter takes the ``lr_mult`` / ``decay_mult`` (Caffe's per-layer
+    multipliers, as (weights, biases) pairs) of the nearest layer or block
+    that sets them in the model file, else 1; with ``no_decay_norm_bias``,
+    norm layers and conv/linear biases get no decay at all.
+    """
+    groups: dict = {}
+    seen: set = set()
+
+    def visit(module: nn.Module, mults: dict) -> None:
+        mults = {**mults, **getattr(module, "param_mults", {})}
         for param in module.parameters(recurse=False):
             if id(param) in seen or not param.requires_grad:
                 continue
             seen.add(id(param))
-            is_exempt = no_decay_norm_bias and (
-                isinstance(module, NORM_TYPES) or (isinstance(module, BIASED_TYPES) and param is module.bias)
-            )
-            (exempt if is_exempt else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if exempt:
-        groups.append({"params": exempt, "weight_decay": 0.0})
-    return groups
+            is_bias = param is getattr(module, "bias", None)
+            exempt = no_decay_norm_bias and (isinstance(module, NORM_TYPES) or (isinstance(module, BIASED_TYPES) and is_bias))
+            lr_mult = mults.get("lr_mult", (1.0, 1.0))[is_bias]
+            decay = 0.0 if exempt else weight_decay * mults.get("decay_mult", (1.0, 1.0))[is_bias]
+            groups.setdefault((lr_mult, decay), []).append(param)
+        for child in module.children():
+            visit(child, mults)
+
+    visit(model, {})
+    return [{"params": params, "lr_mult": lr_mult, "weight_decay": decay} for (lr_mult, decay), params in groups.items()]
 
 
 def make_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:

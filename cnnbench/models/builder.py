@@ -29,13 +29,20 @@ are skipped and the model returns its logits.
 A model's ``norm: bn|gn|none`` (and ``norm_groups``) says what its ``norm``
 rows are.
 
+Caffe's per-layer learning-rate and weight-decay multipliers are two more
+keys any row (a block too: they reach every layer inside) may carry:
+``lr_mult`` and ``decay_mult``, each a number or a ``[weights, biases]``
+pair, e.g. ``[conv, {out: 96, kernel: 11, lr_mult: [1, 2], decay_mult: [1, 0]}]``
+as in Caffe's bvlc_alexnet. They are kept on the module as
+``param_mults`` for the optimizer.
+
 Each row is built, then run once on a zero tensor of the inferred shape to
 learn its output shape, so no file ever writes in-channels or in-features.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -47,6 +54,7 @@ from cnnbench.models.outputs import ModelOutput
 from cnnbench.models.registry import NORM_KINDS, OPS, BuildOptions, OpContext, Shape
 
 WIRING_KEYS = ("as", "from")
+MULT_KEYS = ("lr_mult", "decay_mult")
 INPUT = "input"
 AUX_HEAD = "aux_head"  # a builder row, not an op: it adds an output instead of a layer
 
@@ -115,6 +123,7 @@ class Row:
     args: Dict[str, Any]
     name: Optional[str]
     sources: Optional[Tuple[str, ...]]
+    mults: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # lr_mult / decay_mult: (weights, biases)
 
 
 def build_model(
@@ -197,6 +206,8 @@ class _Builder:
             if len(in_shapes) > 1 and not is_multi:
                 raise ModelBuildError(f"{label}: reads {len(in_shapes)} tensors, but {row.op} takes one")
             module, out_shape = self.build_row(row, in_shapes, where, label)
+            if row.mults:
+                module.param_mults = row.mults
             name = row.name or str(index)
             if name in shapes and name != str(index):
                 raise ModelBuildError(f"{label}: the name '{name}' is already used by an earlier row")
@@ -254,7 +265,17 @@ class _Builder:
         sources = args.pop("from", None)
         if sources is not None:
             sources = (sources,) if isinstance(sources, str) else tuple(str(s) for s in sources)
-        return Row(op, args, None if name is None else str(name), sources)
+        mults = {key: self.multiplier(args.pop(key), key, where) for key in MULT_KEYS if key in args}
+        return Row(op, args, None if name is None else str(name), sources, mults)
+
+    def multiplier(self, value: Any, key: str, where: str) -> Tuple[float, float]:
+        """A number, or [weights, biases], as a (weights, biases) pair."""
+        pair = value if isinstance(value, (list, tuple)) else [value, value]
+        if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in pair):
+            raise ModelBuildError(
+                f"{self.source}, {where}: {key} must be a number >= 0 or [weights, biases], got {value!r}"
+            )
+        return float(pair[0]), float(pair[1])
 
     def build_row(self, row: Row, in_shapes: Tuple[Shape, ...], where: str, label: str) -> Tuple[nn.Module, Shape]:
         shapes_text = " and ".join(str(s) for s in in_shapes)
