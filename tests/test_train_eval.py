@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cnnbench.engine.checkpoint import atomic_write, save_checkpoint
+from cnnbench.errors import UserError
 
 
 def only(paths):
@@ -134,22 +135,41 @@ def test_multi_crop_final_evaluation_is_reported(cli):
     assert results["unreadable_skipped"] == 0
 
 
+def test_divergence_never_reaches_a_checkpoint(cli):
+    result = cli("train", "trainer.epochs=1", "optim.lr=1e12", "trainer.checkpoint_every_n_steps=1", "hydra.run.dir=run")
+    assert result.returncode == 2 and "became" in result.stderr and "Traceback" not in result.stderr
+    last = cli.cwd / "run" / "checkpoints" / "last.pt"
+    if last.exists():  # what was saved before the run stopped is finite
+        state = torch.load(last, weights_only=False)
+        assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
 def test_a_diverging_run_stops_with_a_clear_message(cli):
     result = cli("train", "trainer.epochs=1", "optim.lr=1e6", "hydra.run.dir=run")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "training loss became" in result.stderr and "optim.lr" in result.stderr
+    assert "training loss became" in result.stderr and "by step" in result.stderr and "optim.lr" in result.stderr
 
 
-def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+@pytest.mark.parametrize("failure", ["oserror", "torch_save"])
+def test_a_full_disk_leaves_the_old_file_and_says_so(tmp_path, failure):
     target = tmp_path / "last.pt"
     save_checkpoint(target, {"epoch": 1})
 
     def broken_write(handle):
         handle.write(b"partial")
-        raise OSError(28, "No space left on device")
+        disk_full = OSError(28, "No space left on device")
+        if failure == "oserror":
+            raise disk_full
+        raise RuntimeError("[enforce fail at inline_container.cc] PytorchStreamWriter failed writing file") from disk_full
 
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="cannot write .*last.pt: No space left on device; the previous last.pt is as it was"):
         atomic_write(target, broken_write)
     assert torch.load(target, weights_only=False) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_other_write_errors_are_not_hidden(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        atomic_write(tmp_path / "x", lambda handle: 1 / 0)
+    assert not list(tmp_path.iterdir())

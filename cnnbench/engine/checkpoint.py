@@ -32,8 +32,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a full disk as a RuntimeError with the OSError behind it.
+        cause = err if isinstance(err, OSError) else err.__cause__ or err.__context__
+        if isinstance(cause, OSError):
+            reason = cause.strerror or str(cause)
+            raise UserError(f"cannot write {path}: {reason}; the previous {path.name} is as it was") from err
         raise
 
 

@@ -249,6 +249,7 @@ def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sour
                     if not stop and not (every and (epoch * steps_per_epoch + steps_done) % every == 0):
                         return
                     progress.step = steps_done
+                    check_finite(model, sums, epoch, steps_done, cfg)  # never checkpoint weights a NaN has reached
                     save(run_dir / "checkpoints" / "last.pt", metrics, sums)
                     if stop:
                         raise Preempted(
@@ -258,6 +259,7 @@ def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sour
 
                 train_one_epoch(cfg, step_model, train_loader, optimizer, schedule, speed, epoch, progress.step,
                                 sums, writer, after_step, show_progress=ctx.is_main)
+                check_finite(model, sums, epoch, steps_per_epoch, cfg)
                 train_metrics = sums.result()
                 broadcast_buffers(model)  # BatchNorm statistics as the first process has them
                 metrics = evaluate(model, val_loader, num_classes)
@@ -351,14 +353,29 @@ def train_one_epoch(cfg, model, loader, optimizer, schedule, speed: Speed, epoch
             # The one host sync, every log_every_n_steps; averaged over processes so all stop together.
             value = all_reduce_sum(loss.detach().float().clone()).item() / world_size()
             if not math.isfinite(value):
-                raise UserError(
-                    f"the training loss became {value} at step {step + 1} of epoch {epoch + 1}; lower optim.lr "
-                    f"(now {cfg.optim.lr}) or set optim.clip_grad_norm; the last checkpoint is intact"
-                )
+                raise diverged(value, epoch, step + 1, cfg)
+            batch_top1 = topk_correct(main_logits(output).detach(), labels, [1])[0].item() / len(labels)
             writer.add_scalar("train/loss_step", value, global_step)
+            writer.add_scalar("train/top1_step", 100.0 * batch_top1, global_step)
             writer.add_scalar("train/lr_step", schedule.lr, global_step)
             bar.set_postfix(loss=f"{value:.3f}")
         after_step(step + 1)
+
+
+def check_finite(model: torch.nn.Module, sums: EpochSums, epoch: int, steps_done: int, cfg: DictConfig) -> None:
+    """Stop before weights or a loss that became NaN or infinite reach a checkpoint."""
+    total = all_reduce_sum(sums.loss.clone()).item()
+    if not math.isfinite(total):
+        raise diverged(total, epoch, steps_done, cfg)
+    if not bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()):
+        raise diverged(float("nan"), epoch, steps_done, cfg, what="the weights")
+
+
+def diverged(value: float, epoch: int, step: int, cfg: DictConfig, what: str = "the training loss") -> UserError:
+    return UserError(
+        f"{what} became {value} by step {step} of epoch {epoch + 1}; lower optim.lr "
+        f"(now {cfg.optim.lr}) or set optim.clip_grad_norm; the last checkpoint is intact"
+    )
 
 
 def log_epoch(writer: SummaryWriter, record: dict, train_images: int, model: torch.nn.Module) -> None:
