@@ -11,8 +11,8 @@ torchvision's network: same layers, same order, same shapes, same wiring.
 The comparison runs at a small input (64 px; 80 for Inception-v3, whose
 minimum is 75) to keep the file fast; the adaptive/global pools make that a
 valid input for every model, and both networks see the same one. Then each
-model but a few (SMALL_INPUT_ONLY) takes one training step, forward and
-backward, on one image of its real input size.
+model takes one training step, forward and backward, on one image of its
+real input size.
 """
 
 from __future__ import annotations
@@ -55,14 +55,6 @@ ZOO = {
 }
 
 SMALL_INPUT = {"inception_v3": 80}  # others: 64
-
-# Every model also takes one training step (forward and backward) at its real
-# input size, except these: at 224 the VGGs cost 1-3 s of CPU each, about as
-# much as all the other models together, and they differ from vgg11_bn, which
-# does take the step, only in depth and batch normalisation; ResNet-34 and -101
-# only repeat the blocks of ResNet-18 and -50 more times.
-SMALL_INPUT_ONLY = {"vgg11", "vgg13", "vgg16", "vgg19", "vgg13_bn", "vgg16_bn", "vgg19_bn", "resnet34", "resnet101"}
-
 
 def load_spec(name: str) -> dict:
     """The zoo file as the CLI would resolve it, for 1000 classes."""
@@ -112,14 +104,14 @@ def test_zoo_file_is_torchvisions_network(name):
     # Inception-v3), so the tolerance is 1e-5 absolute plus 1e-5 relative.
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
-    if name not in SMALL_INPUT_ONLY:
-        channels, height, width = spec["input_size"]
-        ours.train()
-        logits = ours(torch.randn(1, channels, height, width))
-        assert logits.shape == (1, 1000)
-        logits.logsumexp(dim=1).sum().backward()
-        for key, parameter in ours.named_parameters():
-            assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), key
+    # One training step at the real input size, on one image.
+    channels, height, width = spec["input_size"]
+    ours.train()
+    logits = ours(torch.randn(1, channels, height, width))
+    assert logits.shape == (1, 1000)
+    logits.logsumexp(dim=1).sum().backward()
+    for key, parameter in ours.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), key
 
 
 @pytest.mark.parametrize("name", list(ZOO))
