@@ -108,6 +108,15 @@ def test_training_batches_depend_on_seed_and_epoch_only(imagenet_root):
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, batches(alone, 0)))  # epoch 0 again
 
 
+def test_an_epoch_leaves_the_global_random_stream_alone(imagenet_root):
+    """Dropout draws from it; a run resumed mid-epoch must find it where the checkpoint left it."""
+    loader = loader_for(config(imagenet_root, "data.batch_size=4", "data.on_corrupt=skip"), "train", CPU, train=True)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    batches(loader, 0)
+    assert torch.equal(before, torch.get_rng_state())
+
+
 def test_decoding_in_the_main_process_gives_the_same_batches(imagenet_root):
     # The GPU path (decode_jpeg on batches in the main process), run on the CPU.
     cfg = config(imagenet_root, "data.on_corrupt=skip")

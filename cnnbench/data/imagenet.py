@@ -299,6 +299,10 @@ class FolderLoader:
             pin_memory=device.type == "cuda" and not decode_in_main,
             drop_last=train,
             persistent_workers=workers > 0,
+            # Its own generator: starting an epoch's iterator must not draw from the
+            # global stream that dropout uses, or a run resumed mid-epoch would drift.
+            # (Workers' random draws come from per-image seeds, not from this.)
+            generator=torch.Generator().manual_seed(seed),
         )
         self.shift, self.scale = uint8_normalization(mean, std, device)
 
