@@ -62,3 +62,14 @@ def test_summary_table_and_errors(cli):
     assert "C1" in result.stdout and "MACs 416,520" in result.stdout and "params 61,706" in result.stdout
     bad = cli("summary", "summary.format=yaml")
     assert bad.returncode == 2 and "summary.format 'yaml'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_receptive_fields_of_separable_and_asymmetric_kernels():
+    spec = {"name": "rf", "layers": [
+        ["sepconv", {"out": 4, "kernel": 3, "padding": 1, "as": "sep"}],        # 3x3 depthwise + 1x1: 3
+        ["conv", {"out": 4, "kernel": [1, 7], "padding": [0, 3], "as": "row"}],  # 3x9
+        ["conv", {"out": 4, "kernel": [7, 1], "padding": [3, 0], "as": "col"}],  # 9x9
+    ]}
+    rows = {r.name: r for r in summarize(build_model(spec, (3, 32, 32)), (3, 32, 32))}
+    assert rows["sep"].receptive_field == 3
+    assert rows["row"].receptive_field == 9 and rows["col"].receptive_field == 9

@@ -173,3 +173,16 @@ def test_other_write_errors_are_not_hidden(tmp_path):
     with pytest.raises(ZeroDivisionError):
         atomic_write(tmp_path / "x", lambda handle: 1 / 0)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_resumed_run_keeps_its_own_settings(cli):
+    first = cli("train", "trainer.epochs=1", "optim.lr=0.1", "schedule=step", "hydra.run.dir=run")
+    assert first.returncode == 0, first.stderr
+    changed = cli("train", "trainer.resume=run", "optim.lr=0.3")
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "optim.lr=0.3 changes the run being resumed" in changed.stderr
+    resumed = cli("train", "trainer.resume=run", "trainer.epochs=2")  # epochs may change, lr comes from the run
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout and "epoch 1/2" not in resumed.stdout
+    assert "lr: 0.1" in (cli.cwd / "run" / "config.yaml").read_text()
+    assert json.loads((cli.cwd / "run" / "results.json").read_text())["epochs"] == 2

@@ -89,7 +89,13 @@ def eval_command(cfg: DictConfig) -> float:
     device = pick_device(cfg.accelerator)
     model = model_for(run_cfg).to(device)
     load_weights(model, state)
-    run_cfg.eval = OmegaConf.to_container(cfg.eval)  # this command's crops, resize and scales
+    # The run's own eval.resize/scales (what it reported with), this command's crops
+    # and split, and whatever else of eval.* this command line sets.
+    run_cfg.eval.crops, run_cfg.eval.split = cfg.eval.crops, cfg.eval.split
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("eval."):
+            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
     loader = loader_for(run_cfg, cfg.eval.split, device, train=False, crops=cfg.eval.crops)
     metrics = evaluate(model, loader, run_cfg.data.num_classes, per_class=True)
     log.info(

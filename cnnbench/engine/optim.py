@@ -80,6 +80,10 @@ def make_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
         raise UserError(f"regularization.weight_decay must be >= 0, got {reg.weight_decay}")
     if optim.nesterov and (optim.name != "sgd" or reg.momentum == 0):
         raise UserError("optim.nesterov=true needs optim.name=sgd and regularization.momentum > 0")
+    if optim.clip_grad_norm is not None and optim.clip_grad_norm <= 0:
+        raise UserError(f"optim.clip_grad_norm must be positive (or null for no clipping), got {optim.clip_grad_norm}")
+    if optim.name == "adamw" and (len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas) or optim.eps <= 0):
+        raise UserError(f"optim.betas must be two numbers in [0, 1) and optim.eps positive, got {list(optim.betas)} and {optim.eps}")
     decoupled = optim.decoupled_weight_decay
     if decoupled is None:
         decoupled = optim.name == "adamw"

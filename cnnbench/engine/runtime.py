@@ -61,6 +61,8 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, c
             f"data.batch_size={data.batch_size} is the global batch and must divide evenly over "
             f"trainer.devices={world_size} processes"
         )
+    if data.eval_batch_size is not None and data.eval_batch_size < 1:
+        raise UserError(f"data.eval_batch_size must be at least 1 (or null to use data.batch_size), got {data.eval_batch_size}")
     shard = {"rank": rank, "world_size": world_size}
     if data.name in FOLDER_DATASETS:
         return folder_loader(cfg, split, device, train, crops, input_shape(cfg), **shard)
@@ -71,6 +73,11 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, c
             f"dataset such as data=imagenet; data={data.name} is held in memory and takes crop_padding and hflip only"
         )
     dataset = load_dataset(data, split)
+    if len(dataset.labels) and int(dataset.labels.max()) >= data.num_classes:
+        raise UserError(
+            f"data.num_classes={data.num_classes}, but {data.name}'s labels go up to {int(dataset.labels.max())}; "
+            f"use data.num_classes={int(dataset.labels.max()) + 1} or more"
+        )
     if input_shape(cfg) != tuple(dataset.images.shape[1:]):
         raise UserError(
             f"model '{cfg.model.name}' takes inputs of shape {input_shape(cfg)}, but data '{data.name}' "

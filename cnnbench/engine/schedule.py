@@ -133,6 +133,10 @@ def make_schedule(cfg: DictConfig, optimizer: torch.optim.Optimizer, base_lr: fl
         raise UserError(f"schedule.warmup_epochs must be >= 0, got {sched.warmup_epochs}")
     if not 0 < sched.gamma <= 1:
         raise UserError(f"schedule.gamma must be in (0, 1], got {sched.gamma}")
+    if not 0 <= sched.final_lr_fraction <= 1:
+        raise UserError(f"schedule.final_lr_fraction must be in [0, 1], got {sched.final_lr_fraction}")
+    if sched.patience < 0 or sched.power <= 0:
+        raise UserError(f"schedule.patience must be >= 0 and schedule.power > 0, got {sched.patience} and {sched.power}")
     if not 0 < sched.peak_fraction < 1:
         raise UserError(f"schedule.peak_fraction must be in (0, 1), got {sched.peak_fraction}")
     shape = ScheduleShape(

@@ -22,6 +22,7 @@ import logging.config
 import math
 import os
 import platform
+import signal
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ import torch
 import torchvision
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -48,7 +50,7 @@ from cnnbench.engine.evaluate import evaluate, format_metrics
 from cnnbench.engine.metrics import topk_correct
 from cnnbench.engine.optim import base_lr, make_optimizer
 from cnnbench.engine.preemption import Preempted, PreemptionFlag
-from cnnbench.engine.resume import checkpoint_to_resume
+from cnnbench.engine.resume import checkpoint_to_resume, resumed_config
 from cnnbench.engine.runtime import input_shape, loader_for, model_for, seed_everything
 from cnnbench.engine.schedule import make_schedule
 from cnnbench.engine.speed import Speed, speed_for
@@ -64,16 +66,27 @@ def train_command(cfg: DictConfig) -> Optional[float]:
     model_file = hydra_cfg.runtime.choices.get("model")
     source = f"conf/model/{model_file}.yaml" if model_file else None
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.trainer.resume:
+        state = load_checkpoint(checkpoint_to_resume(cfg.trainer.resume, run_dir))
+        cfg = resumed_config(state["config"], cfg, list(hydra_cfg.overrides.task))
+        del state
+    check_trainer(cfg)
     devices = process_count(cfg.trainer)
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         # trainer.devices=N: start N workers the way torchrun would; this
         # process owns the run folder and waits for them.
         log_config = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
         config = OmegaConf.to_container(cfg, resolve=True)
-        results = launch(devices, train_worker, config, str(run_dir), source, log_config)[0]
+        try:
+            results = launch(devices, train_worker, config, str(run_dir), source, log_config)[0]
+        except SignalException as stop:  # this process was told to stop; the workers saved and stopped
+            log.info(f"stopped by {signal_name(stop.sigval)}; continue with: cnnbench train trainer.resume={run_dir}")
+            raise SystemExit(0) from None
     else:
         results = train_worker(cfg, str(run_dir), source)
-    return None if results is None else results["top1"]  # what a Hydra sweeper optimises
+    if results is None:  # preempted: stop the whole command, a sweep's later jobs too
+        raise SystemExit(0)
+    return results["top1"]  # what a Hydra sweeper optimises
 
 
 def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[dict] = None) -> Optional[dict]:
@@ -85,6 +98,13 @@ def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[
     except Preempted as stop:
         log.info(str(stop))
         return None
+
+
+def signal_name(signum) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def process_count(trainer: DictConfig) -> int:
@@ -141,7 +161,6 @@ class NoWriter:
 
 
 def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None) -> dict:
-    check_trainer(cfg)
     ctx = setup(cfg.trainer.accelerator, cfg.trainer.dist_timeout_s)
     try:
         return train_in(ctx, cfg, run_dir, model_source)
@@ -165,6 +184,8 @@ def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sour
     shard = {"rank": ctx.rank, "world_size": ctx.world_size}
     train_loader = loader_for(cfg, "train", device, train=True, **shard)
     val_loader = loader_for(cfg, "val", device, train=False, **shard)
+    # Built now, so a bad eval.crops/resize/scales fails before training, not after it.
+    views = loader_for(cfg, "val", device, train=False, crops=cfg.eval.crops, **shard) if cfg.eval.crops != 1 else None
     if len(train_loader) == 0:
         raise UserError(
             f"data.batch_size={cfg.data.batch_size} is larger than the training set "
@@ -237,16 +258,22 @@ def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sour
         with PreemptionFlag() as preemption:
             for epoch in range(progress.epoch, cfg.trainer.epochs):
                 epoch_started = time.perf_counter()
+                epoch_lr = schedule.lr
                 sums = EpochSums(device, resumed_sums)
                 resumed_sums = None
 
                 def after_step(steps_done: int) -> None:
                     """Save mid-epoch when asked to, or every N steps."""
                     every = cfg.trainer.checkpoint_every_n_steps
+                    due = bool(every) and (epoch * steps_per_epoch + steps_done) % every == 0
                     stop = preemption.requested
-                    if ctx.world_size > 1:  # all processes stop at the same step, or none does
+                    if ctx.world_size > 1:
+                        # All processes stop at the same step or none does; they agree at the
+                        # steps that sync anyway (logging, checkpoints), not at every step.
+                        if not (due or steps_done % cfg.trainer.log_every_n_steps == 0 or steps_done == steps_per_epoch):
+                            return
                         stop = bool(all_reduce_sum(torch.tensor(int(stop), device=device)).item())
-                    if not stop and not (every and (epoch * steps_per_epoch + steps_done) % every == 0):
+                    if not stop and not due:
                         return
                     progress.step = steps_done
                     check_finite(model, sums, epoch, steps_done, cfg)  # never checkpoint weights a NaN has reached
@@ -268,7 +295,7 @@ def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sour
                 if is_best:
                     progress.best_top1, progress.best_epoch = metrics["top1"], epoch + 1
                 progress.history.append({"epoch": epoch + 1, "train": train_metrics, "val": metrics,
-                                         "lr": schedule.lr, "seconds": seconds})
+                                         "lr": epoch_lr, "seconds": seconds})
                 progress.epoch, progress.step = epoch + 1, 0
                 schedule.end_epoch(metrics["top1"])
                 log.info(
@@ -276,17 +303,18 @@ def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sour
                     f"val {format_metrics(metrics)}  ({seconds:.1f}s)"
                 )
                 log_epoch(writer, progress.history[-1], len(train_loader.labels), model)
-                save(run_dir / "checkpoints" / "last.pt", metrics)
+                # best.pt first: a crash in between leaves last.pt one epoch behind, never
+                # a last.pt whose record names a best.pt that was not written.
+                save(run_dir / "checkpoints" / ("best.pt" if is_best else "last.pt"), metrics)
                 if ctx.is_main:
                     if is_best:
-                        copy_file(run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt")
+                        copy_file(run_dir / "checkpoints" / "best.pt", run_dir / "checkpoints" / "last.pt")
                     write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in progress.history))
     finally:
         writer.close()
 
     if cfg.eval.crops != 1:
         # The papers' final numbers: the last epoch's weights on multi-crop views.
-        views = loader_for(cfg, "val", device, train=False, crops=cfg.eval.crops, **shard)
         multi_crop = evaluate(model, views, num_classes)
         log.info(f"val with {cfg.eval.crops} crops: {format_metrics(multi_crop)}")
         metrics = {**metrics, **{f"{k}_{cfg.eval.crops}crop": v for k, v in multi_crop.items() if k != "samples"}}
@@ -295,7 +323,7 @@ def train_in(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sour
         barrier()
         return {"top1": metrics.get("top1")}
     results = {
-        "model": cfg.model.name, "data": cfg.data.name, "epochs": cfg.trainer.epochs,
+        "model": cfg.model.name, "data": cfg.data.name, "epochs": progress.epoch,
         **{k: metrics.get(k) for k in ("top1", "top5", "loss")},
         **{k: v for k, v in metrics.items() if "crop" in k},
         "best_top1": progress.best_top1, "best_epoch": progress.best_epoch,
@@ -434,9 +462,10 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> Optional[str]:
-    """The commit of the code in the current folder, if it is a git checkout."""
+    """The commit of cnnbench's own code, if it runs from a git checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(cnnbench.__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -459,5 +488,9 @@ def check_trainer(cfg: DictConfig) -> None:
     for key in ("log_every_n_steps",):
         if cfg.trainer[key] < 1:
             raise UserError(f"trainer.{key} must be at least 1, got {cfg.trainer[key]}")
+    if cfg.trainer.threads is not None and cfg.trainer.threads < 1:
+        raise UserError(f"trainer.threads must be at least 1 (or null for torch's default), got {cfg.trainer.threads}")
+    if not 0 <= cfg.regularization.label_smoothing < 1:
+        raise UserError(f"regularization.label_smoothing must be in [0, 1), got {cfg.regularization.label_smoothing}")
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise UserError(f"trainer.checkpoint_every_n_steps must be >= 0, got {cfg.trainer.checkpoint_every_n_steps}")

@@ -264,7 +264,12 @@ class _Builder:
         name = args.pop("as", None)
         sources = args.pop("from", None)
         if sources is not None:
-            sources = (sources,) if isinstance(sources, str) else tuple(str(s) for s in sources)
+            if isinstance(sources, (str, int)) and not isinstance(sources, bool):
+                sources = (str(sources),)  # a row without `as` is named by its index
+            elif isinstance(sources, (list, tuple)):
+                sources = tuple(str(s) for s in sources)
+            else:
+                raise ModelBuildError(f"{self.source}, {where}: from must be a row name or a list of them, got {sources!r}")
         mults = {key: self.multiplier(args.pop(key), key, where) for key in MULT_KEYS if key in args}
         return Row(op, args, None if name is None else str(name), sources, mults)
 

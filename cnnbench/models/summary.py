@@ -45,15 +45,16 @@ class LayerRow:
     params: int
     macs: int
     other_ops: int
-    receptive_field: Optional[int]  # None: the whole input
+    receptive_field: Optional[int]  # the field's larger side; None: the whole input
 
 
 @dataclass
 class Field:
-    """Receptive field side, and the input-pixel distance between adjacent outputs."""
+    """Receptive field (height, width), and the input-pixel distance between adjacent
+    outputs along each axis; ``size`` None once the field covers the whole input."""
 
-    size: Optional[int]
-    jump: int
+    size: Optional[Tuple[int, int]]
+    jump: Tuple[int, int]
 
 
 def summarize(model: Graph, input_shape: Tuple[int, ...]) -> List[LayerRow]:
@@ -76,18 +77,18 @@ def summarize(model: Graph, input_shape: Tuple[int, ...]) -> List[LayerRow]:
             hook.remove()
     flops = counter.get_flop_counts()
     fields: Dict[nn.Module, Field] = {}
-    receptive_fields(model, Field(1, 1), input_shape, fields)
+    receptive_fields(model, Field((1, 1), (1, 1)), input_shape, fields)
     rows = []
     root = type(model).__name__
     for module, (fqn, label) in leaves.items():
         output = shapes.get(module, ())
         module_flops = sum(flops.get(f"{root}.{fqn}", {}).values())
-        field = fields.get(module, Field(None, 0))
+        field = fields.get(module, Field(None, (0, 0)))
         rows.append(LayerRow(
             name=label, op=type(module).__name__, output=output,
             params=sum(p.numel() for p in module.parameters()),
             macs=int(module_flops // 2), other_ops=other_ops(module, output),
-            receptive_field=field.size,
+            receptive_field=None if field.size is None else max(field.size),
         ))
     return rows
 
@@ -118,30 +119,38 @@ def receptive_fields(graph: Graph, start: Field, input_shape: Tuple[int, ...], o
     """Follow the wiring: each row's field from the fields of the rows it reads."""
     values = {"input": start}
     field = start
-    side = max(input_shape[1:]) if len(input_shape) == 3 else None
+    extent = tuple(input_shape[1:]) if len(input_shape) == 3 else None
     for layer, name, sources in zip(graph.layers, graph.names, graph.sources):
         inputs = [values[s] for s in sources]
-        widest = max(inputs, key=lambda f: math.inf if f.size is None else f.size)
+        widest = max(inputs, key=lambda f: math.inf if f.size is None else f.size[0] * f.size[1])
         if isinstance(layer, Graph):
             field = receptive_fields(layer, widest, input_shape, out)
         else:
-            field = layer_field(layer, widest, side)
+            field = layer_field(layer, widest, extent)
             out[layer] = field
         values[name] = field
     return field
 
 
-def layer_field(layer: nn.Module, field: Field, side: Optional[int]) -> Field:
+def pair(value) -> Tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def layer_field(layer: nn.Module, field: Field, extent: Optional[Tuple[int, int]]) -> Field:
     if field.size is None:
         return field
+    if isinstance(layer, nn.Sequential):  # a composite op (sepconv): its parts in order
+        for part in layer:
+            field = layer_field(part, field, extent)
+        return field
     if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
-        kernel, stride = pair(layer.kernel_size)[0], pair(layer.stride)[0]
-        dilation = pair(getattr(layer, "dilation", 1))[0]
-        size = field.size + (dilation * (kernel - 1)) * field.jump
-        if side is not None and size >= side:
-            return Field(None, field.jump * stride)
-        return Field(size, field.jump * stride)
+        kernel, stride = pair(layer.kernel_size), pair(layer.stride)
+        dilation = pair(getattr(layer, "dilation", 1))
+        size = tuple(field.size[i] + dilation[i] * (kernel[i] - 1) * field.jump[i] for i in range(2))
+        jump = (field.jump[0] * stride[0], field.jump[1] * stride[1])
+        if extent is not None and size[0] >= extent[0] and size[1] >= extent[1]:
+            return Field(None, jump)
+        return Field(size, jump)
     if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)):
         return Field(None, field.jump)
     return field
