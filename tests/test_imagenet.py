@@ -249,3 +249,18 @@ def test_tiny_training_run_then_ten_crop_evaluation(cli, imagenet_root):
     record = json.loads(results.read_text())
     assert record["crops"] == 10 and record["samples"] == 6 and record["unreadable_skipped"] == 0
     assert 0.0 <= record["top1"] <= 100.0
+
+
+def test_val_classes_must_be_the_train_classes(tmp_path):
+    from omegaconf import OmegaConf
+
+    from cnnbench.data.imagenet import list_split
+
+    for split, wnids in (("train", ("n01", "n02")), ("val", ("n01", "n03"))):
+        for wnid in wnids:
+            (tmp_path / split / wnid).mkdir(parents=True)
+            (tmp_path / split / wnid / "a.JPEG").write_bytes(b"")
+    data = OmegaConf.create({"name": "imagenet", "root": str(tmp_path), "num_classes": 2, "download": False})
+    assert list_split(data, "train").classes == ["n01", "n02"]
+    with pytest.raises(UserError, match="differ from those of .*train.*n02, n03"):
+        list_split(data, "val")

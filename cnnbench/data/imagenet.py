@@ -110,6 +110,15 @@ def list_split(data: DictConfig, split: str) -> FolderSplit:
             f"data '{data.name}': {folder} has {len(classes)} class folders, but data.num_classes={data.num_classes}; "
             "a missing class would shift every label after it, so fix the folder or data.num_classes"
         )
+    train_folder = folder.parent / "train"
+    if split != "train" and train_folder.is_dir():
+        train_classes, _ = find_classes(train_folder)
+        if train_classes != classes:
+            odd = sorted(set(classes) ^ set(train_classes))[:3]
+            raise UserError(
+                f"data '{data.name}': the class folders of {folder} differ from those of {train_folder} "
+                f"(e.g. {', '.join(odd)}); labels would not mean the same classes, so make them match"
+            )
     files = np.array([os.fsencode(os.path.relpath(path, folder)) for path, _ in samples])
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     return FolderSplit(folder, classes, files, labels)
