@@ -13,7 +13,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from cnnbench.data import cifar
 from cnnbench.data.datasets import default_data_root, load_dataset
 from cnnbench.data.synthetic import warn_random_labels
 from cnnbench.errors import UserError

@@ -69,7 +69,7 @@ def test_train_prints_epochs_and_a_summary(trained_run):
     result, run_dir = trained_run
     assert "epoch 1/2" in result.stdout and "epoch 2/2" in result.stdout
     assert "top-1" in result.stdout and "top-5" in result.stdout
-    assert f"done: lenet5 on digits, 2 epochs" in result.stdout
+    assert "done: lenet5 on digits, 2 epochs" in result.stdout
     assert str(run_dir.name) in result.stdout
 
 

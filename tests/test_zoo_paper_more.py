@@ -254,7 +254,7 @@ def test_cifar_resnets_section_4_2(name, n, table_6):
     output, shapes, _ = train_step(model)
     assert output.shape == (1, 10)
     assert shapes["conv1"] == (16, 32, 32)
-    assert shapes[f"stage1_{n}"] == (16, 32, 32) and shapes[f"stage2_1"] == (32, 16, 16)
+    assert shapes[f"stage1_{n}"] == (16, 32, 32) and shapes["stage2_1"] == (32, 16, 16)
     assert shapes[f"stage2_{n}"] == (32, 16, 16) and shapes[f"stage3_{n}"] == (64, 8, 8)
     adds = sum(type(m).__name__ == "Add" for m in model.modules())
     assert adds == (3 * n if name.startswith("resnet") else 0)

@@ -19,7 +19,7 @@ ends with settings it did not start with.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 from omegaconf import DictConfig, OmegaConf
 
