@@ -78,7 +78,9 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # Memory-mapped: reading a checkpoint for its config alone (as resuming does
+        # before the run starts) touches only the bytes it uses.
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # torch raises many types for a damaged file
         raise UserError(f"cannot read checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
