@@ -21,9 +21,9 @@ from cnnbench.errors import UserError
 
 # command -> (one-line description, "module:function" run inside Hydra)
 COMMANDS = {
-    "train": ("train a model, evaluating top-1/top-5 every epoch", "cnnbench.engine.train:train_command"),
-    "eval": ("evaluate a saved checkpoint (checkpoint=PATH)", "cnnbench.engine.evaluate:eval_command"),
-    "summary": ("per-layer table of a model: shapes, params, MACs, receptive field", "cnnbench.models.summary:summary_command"),
+    "train": ("train a model, evaluating top-1/top-5 every epoch", "cnnbench.commands.train:train_command"),
+    "eval": ("evaluate a saved checkpoint (checkpoint=PATH)", "cnnbench.commands.eval:eval_command"),
+    "summary": ("per-layer table of a model: shapes, params, MACs, receptive field", "cnnbench.commands.summary:summary_command"),
     "bench": ("measure training and inference speed", None),
     "report": ("collect run folders into one results table", None),
 }
@@ -113,7 +113,7 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
 
     app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=command)(job)
     if command == "train":
-        from cnnbench.engine.resume import continue_in_run_folder
+        from cnnbench.commands.resume import continue_in_run_folder
 
         hydra_args = continue_in_run_folder(hydra_args)
         if int(os.environ.get("RANK", "0")) > 0:

@@ -32,6 +32,8 @@ class ModelConfig:
     input_size: Optional[List[int]] = None
     # Reusable sub-networks: {block_name: {args: [...], layers: [...]}}.
     blocks: Dict[str, Any] = field(default_factory=dict)
+    # Block libraries whose blocks the rows may use: [resnet] reads conf/blocks/resnet.yaml.
+    uses: List[str] = field(default_factory=list)
     layers: List[Any] = MISSING
     # What the model's `norm` rows are: bn (batchnorm) | gn (groupnorm, Wu &
     # He 2018) | none. Models without `norm` rows ignore it.
@@ -184,7 +186,7 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     # 1 | 2 (with the mirror image) | 10 (AlexNet) | 144 (GoogLeNet); see
-    # cnnbench/engine/crops.py. 10 and 144 need a folder dataset (imagenet).
+    # cnnbench/data/views.py. 10 and 144 need a folder dataset (imagenet).
     crops: int = 1
     split: str = "val"
     # Folder datasets: shorter side in pixels before the centre crop (crops
@@ -242,6 +244,13 @@ class SummaryCommandConfig(TrainConfig):
 
     run_name: str = "summary"
     summary: SummaryOptions = field(default_factory=SummaryOptions)
+
+
+def input_shape(cfg) -> tuple:
+    """(channels, height, width) the run's network takes: the model's own size, else the dataset's."""
+    if cfg.model.get("input_size"):
+        return tuple(cfg.model.input_size)
+    return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
 
 
 SCHEMAS = {"train": TrainConfig, "eval": EvalCommandConfig, "summary": SummaryCommandConfig}

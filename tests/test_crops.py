@@ -10,11 +10,11 @@ from torchvision.transforms import v2
 
 from cnnbench.data.datasets import InMemoryDataset
 from cnnbench.data.loaders import DeviceLoader
-from cnnbench.engine.crops import (
-    MirroredBatches, View, check_crops, crop_views, eval_views, googlenet_144_views, in_memory_views,
-    mean_softmax_log_probs, resized_shape, ten_crop_views,
+from cnnbench.data.views import (
+    MirroredBatches, View, check_crops, crop_views, eval_views, googlenet_144_views, in_memory_views, resized_shape,
+    ten_crop_views,
 )
-from cnnbench.engine.evaluate import evaluate
+from cnnbench.engine.evaluate import evaluate, mean_softmax_log_probs
 from cnnbench.errors import UserError
 
 SCALES = (256, 288, 320, 352)

@@ -22,7 +22,7 @@ from cnnbench.data.imagenet import (
 )
 from cnnbench.data.transforms import train_transform
 from cnnbench.engine.evaluate import evaluate
-from cnnbench.engine.runtime import loader_for
+from cnnbench.data.pipeline import loader_for
 from cnnbench.errors import UserError
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]

@@ -20,7 +20,7 @@ def trainer(**values):
 
 def test_cpu_defaults_are_plain_fp32():
     speed = speed_for(trainer(), torch.device("cpu"))
-    assert speed.precision == "fp32" and not speed.channels_last and speed.scaler is None
+    assert speed.precision == "fp32" and not speed.channels_last and not speed.scaler.is_enabled()
     x = torch.zeros(2, 3, 4, 4)
     assert speed.to_input(x) is x
 

@@ -29,7 +29,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
 from cnnbench.data.datasets import default_data_root
-from cnnbench.data.loaders import epoch_generator, shard_positions, uint8_normalization
+from cnnbench.data.loaders import Loader, epoch_generator, shard_positions, uint8_normalization
 from cnnbench.data.transforms import pca_lighting_shift, train_transform
-from cnnbench.engine.crops import check_crops, check_view_sizes, crop_views, eval_views
+from cnnbench.data.views import check_crops, check_view_sizes, crop_views, eval_views
 from cnnbench.errors import UserError
 
 log = logging.getLogger("cnnbench")
@@ -253,7 +253,7 @@ class EpochSampler(Sampler):
 # --------------------------------------------------------------------------- batches
 
 
-class FolderLoader:
+class FolderLoader(Loader):
     """Iterates normalised (images, labels) batches of a folder split on ``device``.
 
     Training loaders shuffle per epoch (call ``set_epoch``) and drop the last
@@ -295,7 +295,7 @@ class FolderLoader:
         self.on_corrupt = on_corrupt
         self.name = name
         self.lighting = train and prepare.pca_lighting > 0
-        self.skipped: dict = {}
+        self._skipped: Dict[str, str] = {}
         self._warned = False
         self.sampler = EpochSampler(len(split), seed, shuffle=train, batch_size=batch_size, rank=rank,
                                     world_size=world_size)
@@ -315,6 +315,10 @@ class FolderLoader:
         )
         self.shift, self.scale = uint8_normalization(mean, std, device)
 
+    @property
+    def skipped(self) -> Dict[str, str]:
+        return self._skipped
+
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
 
@@ -332,11 +336,11 @@ class FolderLoader:
                 images += shifts.to(self.device, non_blocking=True).view(-1, 3, 1, 1) * 255.0
             labels = self.labels[indices].to(self.device, non_blocking=True)
             yield (images - self.shift) * self.scale, labels
-        if self.skipped and not self._warned:
+        if self._skipped and not self._warned:
             self._warned = True
-            path, why = next(iter(self.skipped.items()))
+            path, why = next(iter(self._skipped.items()))
             log.warning(
-                f"data '{self.name}': left out {len(self.skipped)} unreadable image(s) of {self.split.folder} "
+                f"data '{self.name}': left out {len(self._skipped)} unreadable image(s) of {self.split.folder} "
                 f"(data.on_corrupt=skip), e.g. {path}: {why}"
             )
 
@@ -372,7 +376,7 @@ class FolderLoader:
                     f"cannot read image {path}: {why}; replace or delete the file, "
                     "or set data.on_corrupt=skip to leave unreadable images out"
                 )
-            self.skipped[str(path)] = why
+            self._skipped[str(path)] = why
 
 
 def folder_loader(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int,

@@ -9,14 +9,42 @@ one go, so the per-batch work is one row gather and one normalisation.
 
 from __future__ import annotations
 
+import abc
 import math
-from typing import Iterator, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from cnnbench.data.augment import CropSource, draw_crops
 from cnnbench.data.datasets import InMemoryDataset
+
+
+class Loader(abc.ABC):
+    """What training and evaluation read batches from; every loader implements it.
+
+    Iterating gives (images, labels) on ``device``: images (N, C, H, W), or
+    (N, views, C, H, W) for multi-crop evaluation. ``labels`` are the labels of
+    every sample this process reads (in dataset order), ``set_epoch`` picks the
+    epoch whose order and augmentation the next iteration draws, and
+    ``skipped`` names the unreadable files left out so far (path -> reason).
+    """
+
+    labels: torch.Tensor
+    device: torch.device
+
+    @abc.abstractmethod
+    def set_epoch(self, epoch: int) -> None: ...
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]: ...
+
+    @property
+    def skipped(self) -> Dict[str, str]:
+        return {}
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -51,7 +79,7 @@ def uint8_normalization(mean: Sequence[float], std: Sequence[float], device) -> 
     return shift, scale
 
 
-class DeviceLoader:
+class DeviceLoader(Loader):
     """Iterates (images, labels) batches of an in-memory dataset on ``device``.
 
     Training loaders shuffle with a per-epoch generator (call ``set_epoch``)

@@ -56,7 +56,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cnnbench.engine.runtime import pick_device
+from cnnbench.engine.device import pick_device
 from cnnbench.errors import UserError
 
 log = logging.getLogger("cnnbench")

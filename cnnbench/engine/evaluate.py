@@ -1,22 +1,23 @@
-"""Top-1/top-5 of a model on a dataset split, and the `cnnbench eval` command."""
+"""Top-1/top-5 of a model on a dataset split (multi-crop batches scored by their mean
+softmax), and the evaluation of a saved checkpoint."""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
-from typing import Iterable, Tuple
+from typing import Iterable, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from cnnbench.data.imagenet import FolderLoader
-from cnnbench.engine.distributed import all_reduce_sum
+from cnnbench.data.pipeline import loader_for
+from cnnbench.engine.build import model_for
 from cnnbench.engine.checkpoint import load_checkpoint, load_weights, write_json
-from cnnbench.engine.crops import mean_softmax_log_probs
+from cnnbench.engine.device import pick_device
+from cnnbench.engine.distributed import all_reduce_sum
 from cnnbench.engine.metrics import reported_ks, topk_hits
-from cnnbench.engine.runtime import loader_for, model_for, pick_device
 from cnnbench.errors import UserError
 from cnnbench.models import main_logits
 
@@ -69,12 +70,31 @@ def evaluate(
     return result
 
 
+def mean_softmax_log_probs(model: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
+    """log of the softmax averaged over each sample's views: (N, V, C, H, W) -> (N, classes).
+
+    Ranking these gives the top-k of the averaged softmax, and cross-entropy on
+    them is the negative log of its probability for the true class.
+    """
+    n, v = views.shape[:2]
+    log_probs = main_logits(model(views.flatten(0, 1))).float().log_softmax(dim=1)
+    return log_probs.view(n, v, -1).logsumexp(dim=1) - math.log(v)
+
+
+
 def format_metrics(metrics: dict) -> str:
     parts = [f"top-{k[3:]} {metrics[k]:.2f}%" for k in ("top1", "top5") if k in metrics]
     return "  ".join(parts + [f"loss {metrics['loss']:.4f}"])
 
 
-def eval_command(cfg: DictConfig) -> float:
+def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, eval_overrides: Sequence[str] = ()) -> dict:
+    """`cnnbench eval`: a checkpoint's top-1/top-5 on its own dataset, written to ``out_dir/results.json``.
+
+    The run's own config rebuilds the model and data; ``cfg`` (the eval
+    command's config) may move the data (``data.root``), change the batch
+    size, the split and ``eval.crops``; ``eval_overrides`` are the
+    ``eval.*`` keys its command line set, which replace the run's.
+    """
     if cfg.checkpoint and cfg.run:
         raise UserError("give checkpoint=PATH or run=RUN_FOLDER, not both")
     if not (cfg.checkpoint or cfg.run):
@@ -92,21 +112,16 @@ def eval_command(cfg: DictConfig) -> float:
     # The run's own eval.resize/scales (what it reported with), this command's crops
     # and split, and whatever else of eval.* this command line sets.
     run_cfg.eval.crops, run_cfg.eval.split = cfg.eval.crops, cfg.eval.split
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key.startswith("eval."):
-            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
+    for key in eval_overrides:
+        OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
     loader = loader_for(run_cfg, cfg.eval.split, device, train=False, crops=cfg.eval.crops)
     metrics = evaluate(model, loader, run_cfg.data.num_classes, per_class=True)
     log.info(
         f"{run_cfg.model.name} on {run_cfg.data.name} {cfg.eval.split} ({metrics['samples']} images, "
         f"{cfg.eval.crops} crop(s), epoch {state.get('epoch')}): {format_metrics(metrics)}"
     )
-    out = Path(HydraConfig.get().runtime.output_dir)
-    write_json(
-        out / "results.json",
-        {"checkpoint": state["path"], "model": run_cfg.model.name, "data": run_cfg.data.name,
-         "split": cfg.eval.split, "crops": cfg.eval.crops, "epoch": state.get("epoch"), **metrics,
-         **({"unreadable_skipped": len(loader.skipped)} if isinstance(loader, FolderLoader) else {})},
-    )
-    return metrics["top1"]
+    results = {"checkpoint": state["path"], "model": run_cfg.model.name, "data": run_cfg.data.name,
+               "split": cfg.eval.split, "crops": cfg.eval.crops, "epoch": state.get("epoch"), **metrics,
+               "unreadable_skipped": len(loader.skipped)}
+    write_json(out_dir / "results.json", results)
+    return results

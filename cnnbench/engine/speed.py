@@ -26,7 +26,7 @@ class Speed:
     device: torch.device
     dtype: Optional[torch.dtype]  # autocast dtype; None: fp32
     channels_last: bool
-    scaler: Optional[torch.amp.GradScaler]  # fp16 only
+    scaler: torch.amp.GradScaler  # enabled for fp16 only; otherwise its calls pass straight through
 
     @property
     def precision(self) -> str:
@@ -56,5 +56,5 @@ def speed_for(trainer: DictConfig, device: torch.device) -> Speed:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cudnn pick the fastest kernels
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     return Speed(device, dtype, channels_last, scaler)

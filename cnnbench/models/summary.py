@@ -14,21 +14,18 @@ largest of the inputs); "all" once a layer sees the whole input.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnbench.errors import UserError
 from cnnbench.models.builder import Graph
 from cnnbench.models.layers import Add, HighwayGate, Multiply, PadChannels, WithinChannelLRN
 
-FORMATS = ("table", "json")
+FORMATS = ("table", "json")  # summary.format
 POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
 # Ops whose arithmetic flop_counter does not see: one op per output element.
 ELEMENTWISE_TYPES = (
@@ -180,27 +177,3 @@ def scaled(count: int) -> str:
         if count >= factor:
             return f"{count / factor:.2f} {unit}"
     return str(count)
-
-
-def summary_command(cfg: DictConfig) -> None:
-    from cnnbench.engine.runtime import input_shape, model_for
-
-    options = cfg.summary
-    if options.format not in FORMATS:
-        raise UserError(f"summary.format '{options.format}' is unknown; choose one of: {', '.join(FORMATS)}")
-    shape = tuple(options.input_size) if options.input_size else input_shape(cfg)
-    if len(shape) != 3:
-        raise UserError(f"summary.input_size needs [channels, height, width], got {list(shape)}")
-    if options.input_size:
-        cfg.model.input_size = list(shape)
-    model = model_for(cfg)
-    rows = summarize(model, shape)
-    if options.format == "json":
-        print(json.dumps({
-            "model": cfg.model.name, "input_size": list(shape),
-            "params": sum(r.params for r in rows), "macs": sum(r.macs for r in rows),
-            "flops": 2 * sum(r.macs for r in rows), "other_ops": sum(r.other_ops for r in rows),
-            "layers": [{**asdict(r), "output": list(r.output)} for r in rows],
-        }))
-    else:
-        print(format_table(cfg.model.name, shape, rows))

@@ -1,54 +1,21 @@
-"""What `train` and `eval` both need from a composed config: device, model, loaders."""
+"""The batches a composed config asks for: a FolderLoader for image-folder datasets,
+a DeviceLoader for in-memory ones, with the multi-crop views of `eval.crops`."""
 
 from __future__ import annotations
 
-import random
-from typing import Optional
-
-import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cnnbench.data import DeviceLoader, load_dataset
+from cnnbench.config import input_shape
+from cnnbench.data.datasets import load_dataset
 from cnnbench.data.imagenet import FOLDER_DATASETS, folder_loader
-from cnnbench.engine.crops import in_memory_views
+from cnnbench.data.loaders import DeviceLoader, Loader
+from cnnbench.data.views import in_memory_views
 from cnnbench.errors import UserError
-from cnnbench.models import BuildOptions, Network, build_model
-
-ACCELERATORS = ("auto", "cpu", "cuda")
-
-
-def pick_device(accelerator: str) -> torch.device:
-    if accelerator not in ACCELERATORS:
-        raise UserError(f"accelerator '{accelerator}' is unknown; choose one of: {', '.join(ACCELERATORS)}")
-    if accelerator == "cuda" and not torch.cuda.is_available():
-        raise UserError("accelerator=cuda, but torch sees no CUDA GPU; use trainer=cpu or accelerator=auto")
-    if accelerator == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(accelerator)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def input_shape(cfg: DictConfig) -> tuple:
-    if cfg.model.get("input_size"):
-        return tuple(cfg.model.input_size)
-    return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-
-
-def model_for(cfg: DictConfig, source: Optional[str] = None) -> Network:
-    """The network `cfg.model` describes, with the run's regularization switches applied."""
-    options = BuildOptions(dropout=cfg.regularization.dropout, lrn=cfg.regularization.lrn)
-    spec = OmegaConf.to_container(cfg.model, resolve=True)
-    return build_model(spec, input_shape(cfg), options, source or f"model '{cfg.model.name}'")
 
 
 def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int = 1,
-               rank: int = 0, world_size: int = 1):
+               rank: int = 0, world_size: int = 1) -> Loader:
     """Batches of ``split``: a FolderLoader for image-folder datasets (imagenet), else a
     DeviceLoader; ``crops`` > 1 gives evaluation batches of several views per image.
 

@@ -1,5 +1,4 @@
-"""Multi-crop evaluation (`eval.crops`): which boxes of an image the network sees, and how
-their predictions are combined.
+"""Multi-crop evaluation views (`eval.crops`): which boxes of an image the network sees.
 
 - ``1``: the centre ``size`` crop of the image resized so its shorter side is
   ``eval.resize`` (256).
@@ -14,21 +13,21 @@ their predictions are combined.
   corner and the centre crops plus the whole square resized to ``size``; and
   their mirrors: 4 x 3 x 6 x 2 = 144.
 
-Both papers average the softmax outputs of the crops; so does
-:func:`mean_softmax_log_probs`. The geometry is pure functions returning
-:class:`View` boxes, so they can be checked by hand.
+Both papers average the softmax outputs of the crops; that scoring lives
+with evaluation (``cnnbench.engine.evaluate.mean_softmax_log_probs``). The
+geometry here is pure functions returning :class:`View` boxes, so they can
+be checked by hand.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterator, List, NamedTuple, Sequence, Tuple
 
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from cnnbench.data.loaders import Loader
 from cnnbench.errors import UserError
-from cnnbench.models import main_logits
 
 CROP_COUNTS = (1, 2, 10, 144)
 IN_MEMORY_CROP_COUNTS = (1, 2)
@@ -144,24 +143,16 @@ def crop_views(image: torch.Tensor, views: Sequence[View], size: int) -> torch.T
     return torch.stack(crops)
 
 
-def mean_softmax_log_probs(model: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
-    """log of the softmax averaged over each sample's views: (N, V, C, H, W) -> (N, classes).
-
-    Ranking these gives the top-k of the averaged softmax, and cross-entropy on
-    them is the negative log of its probability for the true class.
-    """
-    n, v = views.shape[:2]
-    log_probs = main_logits(model(views.flatten(0, 1))).float().log_softmax(dim=1)
-    return log_probs.view(n, v, -1).logsumexp(dim=1) - math.log(v)
-
-
-class MirroredBatches:
+class MirroredBatches(Loader):
     """Flip-TTA for in-memory loaders: each batch as (image, mirror) views, (N, 2, C, H, W)."""
 
-    def __init__(self, loader):
+    def __init__(self, loader: Loader):
         self.loader = loader
         self.labels = loader.labels
         self.device = loader.device
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -171,7 +162,7 @@ class MirroredBatches:
             yield torch.stack((images, images.flip(-1)), dim=1), labels
 
 
-def in_memory_views(loader, crops: int):
+def in_memory_views(loader: Loader, crops: int) -> Loader:
     """An in-memory evaluation loader with the views `eval.crops` asks for."""
     check_crops(crops, in_memory=True)
     return loader if crops == 1 else MirroredBatches(loader)

@@ -1,0 +1,35 @@
+"""`cnnbench summary model=NAME`: the per-layer table (or JSON) of a model, writing no files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from omegaconf import DictConfig
+
+from cnnbench.config import input_shape
+from cnnbench.engine.build import model_for
+from cnnbench.errors import UserError
+from cnnbench.models.summary import FORMATS, format_table, summarize
+
+
+def summary_command(cfg: DictConfig) -> None:
+    options = cfg.summary
+    if options.format not in FORMATS:
+        raise UserError(f"summary.format '{options.format}' is unknown; choose one of: {', '.join(FORMATS)}")
+    shape = tuple(options.input_size) if options.input_size else input_shape(cfg)
+    if len(shape) != 3:
+        raise UserError(f"summary.input_size needs [channels, height, width], got {list(shape)}")
+    if options.input_size:
+        cfg.model.input_size = list(shape)
+    model = model_for(cfg)
+    rows = summarize(model, shape)
+    if options.format == "json":
+        print(json.dumps({
+            "model": cfg.model.name, "input_size": list(shape),
+            "params": sum(r.params for r in rows), "macs": sum(r.macs for r in rows),
+            "flops": 2 * sum(r.macs for r in rows), "other_ops": sum(r.other_ops for r in rows),
+            "layers": [{**asdict(r), "output": list(r.output)} for r in rows],
+        }))
+    else:
+        print(format_table(cfg.model.name, shape, rows))
