@@ -7,18 +7,24 @@ file as it was.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable, Iterator, Tuple
 
 import numpy as np
 import torch
 
 from cnnbench.errors import UserError
+
+# 3: loaded with weights_only, numpy's random state as a tensor, a checksum of the tensors.
+FORMAT = 3
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -58,7 +64,37 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` (plain Python values and tensors only: it is read back with
+    ``weights_only=True``), stamped with its format and a checksum of its tensors."""
+    state = {**state, "format": FORMAT}
+    state["tensor_checksum"] = tensor_checksum(state)
     atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def tensor_checksum(tree: Any) -> str:
+    """SHA-256 over every tensor in ``tree`` (with its place, dtype and shape), in key order.
+
+    torch's zip archive does not check its records on load, so a flipped byte
+    in the weights would be trained on silently; this catches it.
+    """
+    digest = hashlib.sha256()
+    for where, tensor in sorted(tensors_in(tree, "")):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{where}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def tensors_in(tree: Any, where: str) -> Iterator[Tuple[str, torch.Tensor]]:
+    if isinstance(tree, torch.Tensor):
+        yield where, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            if key != "tensor_checksum":
+                yield from tensors_in(value, f"{where}/{key}")
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            yield from tensors_in(value, f"{where}/{index}")
 
 
 def copy_file(source: Path, target: Path) -> None:
@@ -77,16 +113,34 @@ def load_checkpoint(path: Path) -> dict:
         path = candidate
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    try:
-        # Memory-mapped: reading a checkpoint for its config alone (as resuming does
-        # before the run starts) touches only the bytes it uses.
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise UserError(f"cannot read checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"cannot read checkpoint {path}: it is not a cnnbench checkpoint (not a torch archive); "
+                        "pass a checkpoints/*.pt file or a run folder that `cnnbench train` wrote")
+    state = read_safely(path)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{path} is not a cnnbench checkpoint (no model weights and config inside)")
+    if state.get("format") != FORMAT or "tensor_checksum" not in state:
+        raise UserError(f"{path} was written by another version of cnnbench (format {state.get('format')}, "
+                        f"this one reads {FORMAT}); evaluate or resume it with that version, or train anew")
+    if tensor_checksum(state) != state["tensor_checksum"]:
+        raise UserError(f"{path} is damaged: its tensors do not match the checksum saved with them; "
+                        "use another checkpoint (best.pt, or an earlier copy)")
     state["path"] = str(path)
     return state
+
+
+def read_safely(path: Path) -> Any:
+    """torch.load with ``weights_only``: a file that holds anything but tensors and plain
+    Python values (a crafted file could run code when unpickled) is refused."""
+    try:
+        # Memory-mapped: the bytes are read when used, not copied up front.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(f"cannot read checkpoint {path}: it is not a cnnbench checkpoint: it holds Python "
+                        "objects that a checkpoint never holds and that could run code when loaded") from err
+    except Exception as err:  # torch raises many types for a damaged file
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"cannot read checkpoint {path}: {reason}") from err
 
 
 def load_weights(model: torch.nn.Module, state: dict) -> None:
@@ -99,8 +153,11 @@ def load_weights(model: torch.nn.Module, state: dict) -> None:
 
 
 def rng_state() -> dict:
-    """Every global random stream a training step draws from (dropout, DropConnect, ...)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global random stream a training step draws from (dropout, DropConnect, ...),
+    as tensors and plain values (what a ``weights_only`` load accepts)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.copy()), position, has_gauss, gauss],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -108,7 +165,8 @@ def rng_state() -> dict:
 
 def restore_rng(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), position, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -259,7 +259,7 @@ def save(run: Run, state: TrainState, name: str) -> None:
     training = state.state_dict()
     if run.ctx.is_main:
         save_checkpoint(run.checkpoint_path(name), {
-            "format": 2, "cnnbench_version": cnnbench.__version__, "config": run.resolved, **training,
+            "cnnbench_version": cnnbench.__version__, "config": run.resolved, **training,
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "schedule": run.schedule.state_dict(), "scaler": run.speed.scaler.state_dict(),
         })
