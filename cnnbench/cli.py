@@ -151,10 +151,24 @@ def explain_config_error(err: BaseException, command: str) -> Optional[str]:
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and getattr(cause, "full_key", None):
         return unknown_key_message(cause.full_key, command)
     if isinstance(cause, ValidationError) and getattr(cause, "full_key", None):
+        choices = enum_choices(cause)
+        if choices is not None:
+            return f"{cause.full_key} '{cause.value}' is unknown; choose one of: {', '.join(choices)}"
         return f"{cause.full_key}: {first_line(cause.msg)}"
     if cause is not None and cause is not err:
         return f"{first_line(str(err))} {first_line(str(cause))}"
     return first_line(str(err))
+
+
+def enum_choices(err) -> Optional[list[str]]:
+    """The choices of the Enum-typed key (cnnbench.config.Choice) a ValidationError refused a value for;
+    None for any other error, such as null for a key that may not be null."""
+    from omegaconf import EnumNode
+
+    node = getattr(err, "child_node", None)
+    if not isinstance(node, EnumNode) or getattr(err, "value", None) is None:
+        return None
+    return [member.name for member in node.enum_type]
 
 
 def unknown_key_message(full_key: str, command: str) -> str:

@@ -9,13 +9,111 @@ and say in the README what it does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class Choice(str, Enum):
+    """A key whose value is one of a closed set of strings.
+
+    OmegaConf refuses any other value while Hydra composes the config,
+    listing the choices. Members are ``str``s named by their own value, so
+    code compares them with plain strings (``cfg.trainer.precision == "fp16"``)
+    and they print, format and JSON-encode as the plain value.
+    ``OmegaConf.to_container`` returns the members themselves: where a config
+    is stored, pass ``enum_to_str=True`` (a checkpoint is read back with
+    torch's ``weights_only`` loader, which takes plain strings only).
+    """
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        # Python 3.11 formats a str-mixin member as "Class.member"; messages want the value.
+        return format(self.value, spec)
+
+    @classmethod
+    def values(cls) -> Tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+class DatasetName(Choice):
+    """The datasets cnnbench can load (cnnbench/data/datasets.py, imagenet.py)."""
+
+    digits = "digits"
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+    imagenet = "imagenet"
+    synthetic = "synthetic"
+
+
+class Norm(Choice):
+    bn = "bn"
+    gn = "gn"
+    none = "none"
+
+
+class OnCorrupt(Choice):
+    error = "error"
+    skip = "skip"
+
+
+class Crop(Choice):
+    center = "center"
+    random = "random"
+    random_resized = "random_resized"
+
+
+class OptimName(Choice):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+class ScheduleName(Choice):
+    constant = "constant"
+    step = "step"
+    multistep = "multistep"
+    cosine = "cosine"
+    poly = "poly"
+    onecycle = "onecycle"
+    plateau = "plateau"
+
+
+class Accelerator(Choice):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Precision(Choice):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Split(Choice):
+    train = "train"
+    val = "val"
+
+
+class SummaryFormat(Choice):
+    table = "table"
+    json = "json"
+
+
+# eval.crops: an int, so not an Enum; cnnbench/validate.py checks it.
+CROP_COUNTS = (1, 2, 10, 144)
+# In-memory images are already the network's input size: only them and their mirrors.
+IN_MEMORY_CROP_COUNTS = (1, 2)
+# Datasets read from image folders, whose images are resized and cropped to the network's input.
+FOLDER_DATASETS = ("imagenet",)
 
 
 @dataclass
@@ -37,14 +135,14 @@ class ModelConfig:
     layers: List[Any] = MISSING
     # What the model's `norm` rows are: bn (batchnorm) | gn (groupnorm, Wu &
     # He 2018) | none. Models without `norm` rows ignore it.
-    norm: str = "bn"
+    norm: Norm = Norm.bn
     # Channel groups of a gn `norm` row (the GN paper's default, 32).
     norm_groups: int = 32
 
 
 @dataclass
 class DataConfig:
-    name: str = MISSING
+    name: DatasetName = MISSING
     # Where the dataset lives on disk; null uses $CNNBENCH_DATA_ROOT, else
     # ~/.cache/cnnbench/data.
     root: Optional[str] = None
@@ -67,7 +165,7 @@ class DataConfig:
     gpu_decode: bool = True
     # Folder datasets: an unreadable image stops the run (error, naming the
     # file) or is left out, counted and warned about once (skip).
-    on_corrupt: str = "error"
+    on_corrupt: OnCorrupt = OnCorrupt.error
 
 
 @dataclass
@@ -82,7 +180,7 @@ class AugmentConfig:
     # network's input square (see cnnbench/data/transforms.py):
     # center | random (AlexNet: shorter side to `resize`, central square,
     # random crop) | random_resized (GoogLeNet: `area` and `aspect` ranges).
-    crop: str = "center"
+    crop: Crop = Crop.center
     # Shorter side in pixels before the center and random crops.
     resize: int = 256
     # random_resized: range of the patch's fraction of the image area, and of
@@ -96,7 +194,7 @@ class AugmentConfig:
 @dataclass
 class OptimConfig:
     # sgd | adamw
-    name: str = "sgd"
+    name: OptimName = OptimName.sgd
     lr: float = 0.01
     nesterov: bool = False
     # adamw
@@ -114,7 +212,7 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     # constant | step | multistep | cosine | poly | onecycle | plateau
-    name: str = "cosine"
+    name: ScheduleName = ScheduleName.cosine
     # Linear warm-up from 0 to the lr over this many epochs (fractions allowed).
     warmup_epochs: float = 0.0
     # step: multiply the lr by `gamma` every `step_size` epochs.
@@ -159,12 +257,12 @@ class TrainerConfig:
     # -1: one per visible GPU. data.batch_size is the global batch they share.
     devices: int = 1
     # auto | cpu | cuda
-    accelerator: str = "auto"
+    accelerator: Accelerator = Accelerator.auto
     # null | auto (continue this run's folder, or the newest run of this model
     # and data under ./outputs) | a checkpoint file or run folder
     resume: Optional[str] = None
     # auto (bf16 on a GPU that has it, else fp16 on GPU; fp32 on CPU) | fp32 | bf16 | fp16 (GPU only)
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     # Channels-last memory layout; null: on for CUDA, off for the CPU.
     channels_last: Optional[bool] = None
     # torch.compile the model (slower start, faster steps on a GPU).
@@ -188,7 +286,7 @@ class EvalConfig:
     # 1 | 2 (with the mirror image) | 10 (AlexNet) | 144 (GoogLeNet); see
     # cnnbench/data/views.py. 10 and 144 need a folder dataset (imagenet).
     crops: int = 1
-    split: str = "val"
+    split: Split = Split.val
     # Folder datasets: shorter side in pixels before the centre crop (crops
     # 1, 2) or the central square of the 10 crops.
     resize: int = 256
@@ -227,13 +325,14 @@ class EvalCommandConfig:
     run_name: str = "eval"
     data: EvalDataOverrides = field(default_factory=EvalDataOverrides)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    accelerator: str = "auto"
+    # auto | cpu | cuda
+    accelerator: Accelerator = Accelerator.auto
 
 
 @dataclass
 class SummaryOptions:
     # table | json
-    format: str = "table"
+    format: SummaryFormat = SummaryFormat.table
     # (channels, height, width) to summarise at; null: the model's input size.
     input_size: Optional[List[int]] = None
 
@@ -244,6 +343,14 @@ class SummaryCommandConfig(TrainConfig):
 
     run_name: str = "summary"
     summary: SummaryOptions = field(default_factory=SummaryOptions)
+
+
+def plain(cfg) -> Any:
+    """A config as plain, resolved Python values (choices as strings): what is stored
+    in checkpoints, config files and results, and sent to other processes."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def input_shape(cfg) -> tuple:

@@ -11,11 +11,10 @@ from torchvision.transforms import v2
 from cnnbench.data.datasets import InMemoryDataset
 from cnnbench.data.loaders import DeviceLoader
 from cnnbench.data.views import (
-    MirroredBatches, View, check_crops, crop_views, eval_views, googlenet_144_views, in_memory_views, resized_shape,
+    MirroredBatches, View, crop_views, eval_views, googlenet_144_views, in_memory_views, resized_shape,
     ten_crop_views,
 )
 from cnnbench.engine.evaluate import evaluate, mean_softmax_log_probs
-from cnnbench.errors import UserError
 
 SCALES = (256, 288, 320, 352)
 
@@ -138,10 +137,13 @@ def test_in_memory_flip_tta_pairs_each_image_with_its_mirror():
     assert torch.allclose(first[0, 0], images[0].float() / 255.0)
 
 
-def test_crop_counts_are_checked():
-    with pytest.raises(UserError, match="eval.crops=10 .*in-memory"):
-        check_crops(10, in_memory=True)
-    with pytest.raises(UserError, match="choose one of: 1, 2, 10, 144"):
-        check_crops(5, in_memory=False)
-    check_crops(144, in_memory=False)
+def test_in_memory_views_have_no_ten_crops():
+    # eval.crops is checked by cnnbench.validate (tests/test_validate.py); a direct call still refuses.
+    dataset = InMemoryDataset("t", "val", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(2, dtype=torch.long))
+    loader = DeviceLoader(dataset, 2, torch.device("cpu"), [0.0], [1.0], train=False)
+    with pytest.raises(ValueError, match="no views for 10 crops"):
+        in_memory_views(loader, 10)
+
+
+def test_googlenet_views_count():
     assert math.prod([4, 3, 6, 2]) == len(googlenet_144_views(10, 10, 4, (4, 5, 6, 7)))

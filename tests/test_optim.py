@@ -7,12 +7,14 @@ import math
 import pytest
 import torch
 from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 from torch import nn
 
 from cnnbench.config import TrainConfig
 from cnnbench.engine.optim import base_lr, make_optimizer, parameter_groups
 from cnnbench.engine.schedule import make_schedule
 from cnnbench.errors import UserError
+from cnnbench.validate import validate
 
 
 def config(**overrides):
@@ -84,9 +86,15 @@ def test_plateau_divides_when_validation_stops_improving():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05) and fresh.best == 60
 
 
-def test_unknown_schedule_is_a_user_error():
-    with pytest.raises(UserError, match="schedule.name 'cosin'"):
+def test_unknown_schedule_is_refused_by_the_schema_and_by_make_schedule():
+    # The schema's ScheduleName refuses it in a composed config (tests/test_validate.py checks the
+    # CLI's message); make_schedule refuses it from a plain config rather than running a constant lr.
+    with pytest.raises(ValidationError, match="'cosin'"):
         lrs("cosin")
+    cfg = OmegaConf.create(OmegaConf.to_container(config()))
+    cfg.schedule.name = "cosin"
+    with pytest.raises(ValueError, match="no schedule named 'cosin'"):
+        make_schedule(cfg, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 1.0, 10)
 
 
 def test_linear_scaling_rule():
@@ -146,17 +154,22 @@ def test_adamw_is_decoupled_by_default():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("optim.name", "rmsprop", "optim.name 'rmsprop'"),
     ("optim.lr", 0.0, "optim.lr must be positive"),
     ("regularization.momentum", 1.0, "regularization.momentum"),
     ("optim.nesterov", True, "nesterov"),
 ])
 def test_bad_optimizer_settings(key, value, message):
+    """Checked by validate() before any optimizer is made (every rule: tests/test_validate.py)."""
     overrides = {key: value}
     if key == "optim.nesterov":
         overrides["regularization.momentum"] = 0.0
     with pytest.raises(UserError, match=message):
-        make_optimizer(config(**overrides), nn.Linear(2, 2))
+        validate(config(**overrides))
+
+
+def test_unknown_optimizer_is_refused_by_the_schema():
+    with pytest.raises(ValidationError, match="'rmsprop'"):
+        config(**{"optim.name": "rmsprop"})
 
 
 def test_caffe_lr_and_decay_multipliers_from_the_model_file():

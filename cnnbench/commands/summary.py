@@ -9,17 +9,14 @@ from omegaconf import DictConfig
 
 from cnnbench.config import input_shape
 from cnnbench.engine.build import model_for
-from cnnbench.errors import UserError
-from cnnbench.models.summary import FORMATS, format_table, summarize
+from cnnbench.models.summary import format_table, summarize
+from cnnbench.validate import validate
 
 
 def summary_command(cfg: DictConfig) -> None:
+    validate(cfg, "summary")  # summary.format is a SummaryFormat: the schema refused any other
     options = cfg.summary
-    if options.format not in FORMATS:
-        raise UserError(f"summary.format '{options.format}' is unknown; choose one of: {', '.join(FORMATS)}")
     shape = tuple(options.input_size) if options.input_size else input_shape(cfg)
-    if len(shape) != 3:
-        raise UserError(f"summary.input_size needs [channels, height, width], got {list(shape)}")
     if options.input_size:
         cfg.model.input_size = list(shape)
     model = model_for(cfg)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from cnnbench.commands.resume import checkpoint_to_resume, resumed_config
+from cnnbench.config import plain
 from cnnbench.engine.checkpoint import load_checkpoint
 from cnnbench.engine.distributed import launch
 from cnnbench.engine.preemption import Preempted
@@ -40,7 +41,7 @@ def train_command(cfg: DictConfig) -> Optional[float]:
         # trainer.devices=N: start N workers the way torchrun would; this
         # process owns the run folder and waits for them.
         log_config = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = plain(cfg)
         try:
             results = launch(devices, train_worker, config, str(run_dir), source, log_config)[0]
         except SignalException as stop:  # this process was told to stop; the workers saved and stopped

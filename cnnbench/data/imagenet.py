@@ -37,19 +37,18 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
+from cnnbench.config import OnCorrupt
 from cnnbench.data.datasets import default_data_root
 from cnnbench.data.loaders import Loader, epoch_generator, shard_positions, uint8_normalization
 from cnnbench.data.transforms import pca_lighting_shift, train_transform
-from cnnbench.data.views import check_crops, check_view_sizes, crop_views, eval_views
+from cnnbench.data.views import crop_views, eval_views
 from cnnbench.errors import UserError
 
 log = logging.getLogger("cnnbench")
 
-FOLDER_DATASETS = ("imagenet",)
 # What decode_image reads. It goes by the bytes, not the name, so the one PNG
 # and the CMYK JPEGs among ImageNet's .JPEG files decode too.
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-ON_CORRUPT = ("error", "skip")
 LAYOUT = "<root>/{split}/<wnid>/<image>.JPEG (one folder per class)"
 
 
@@ -282,10 +281,9 @@ class FolderLoader(Loader):
         rank: int = 0,
         world_size: int = 1,
     ):
-        if on_corrupt not in ON_CORRUPT:
-            raise UserError(f"data.on_corrupt '{on_corrupt}' is unknown; choose one of: {', '.join(ON_CORRUPT)}")
-        if workers < 0:
-            raise UserError(f"data.workers must be >= 0, got {workers}")
+        # data.on_corrupt comes checked from the schema; a direct caller's typo would otherwise mean "skip".
+        if on_corrupt not in OnCorrupt.values():
+            raise ValueError(f"on_corrupt must be one of {', '.join(OnCorrupt.values())}, got {on_corrupt!r}")
         self.split = split
         self.labels = split.labels
         self.prepare = prepare
@@ -383,18 +381,12 @@ def folder_loader(cfg: DictConfig, split: str, device: torch.device, train: bool
                   input_shape: Tuple[int, ...], rank: int = 0, world_size: int = 1) -> FolderLoader:
     """The loader of a folder dataset (`data.name` in FOLDER_DATASETS) for ``split``."""
     data = cfg.data
-    channels, height, width = input_shape
-    if channels != 3 or height != width:
-        raise UserError(
-            f"model '{cfg.model.name}' takes inputs of shape {tuple(input_shape)}, but data '{data.name}' gives "
-            "square RGB crops (3, N, N); pick a model that takes them"
-        )
+    # The input shape, augmentation, crop counts and view sizes were checked by cnnbench.validate.
+    _, height, _ = input_shape
     if train:
         prepare = PrepareImage(height, train_transform(cfg.augment, height), float(cfg.augment.pca_lighting))
         batch_size = data.batch_size // world_size  # data.batch_size is the global batch
     else:
-        check_crops(crops, in_memory=False)
-        check_view_sizes(crops, height, cfg.eval.resize, cfg.eval.scales)
         prepare = PrepareImage(height, crops=crops, resize=cfg.eval.resize, scales=tuple(cfg.eval.scales))
         # Each image becomes `crops` network inputs: keep about eval_batch_size inputs per forward pass.
         batch_size = max(1, (data.eval_batch_size or data.batch_size) // crops)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from cnnbench.config import input_shape
+from cnnbench.config import FOLDER_DATASETS, input_shape
 from cnnbench.data.datasets import load_dataset
-from cnnbench.data.imagenet import FOLDER_DATASETS, folder_loader
+from cnnbench.data.imagenet import folder_loader
 from cnnbench.data.loaders import DeviceLoader, Loader
 from cnnbench.data.views import in_memory_views
 from cnnbench.errors import UserError
@@ -23,22 +23,16 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, c
     trains on its ``rank``'s slice of ``batch_size / world_size`` samples.
     """
     data = cfg.data
+    # Ranges and cross-key rules were checked by cnnbench.validate before anything
+    # started; what is left here needs the number of processes or the loaded data.
     if train and data.batch_size % world_size:
         raise UserError(
             f"data.batch_size={data.batch_size} is the global batch and must divide evenly over "
             f"trainer.devices={world_size} processes"
         )
-    if data.eval_batch_size is not None and data.eval_batch_size < 1:
-        raise UserError(f"data.eval_batch_size must be at least 1 (or null to use data.batch_size), got {data.eval_batch_size}")
     shard = {"rank": rank, "world_size": world_size}
     if data.name in FOLDER_DATASETS:
         return folder_loader(cfg, split, device, train, crops, input_shape(cfg), **shard)
-    augment = cfg.augment
-    if augment.crop != "center" or augment.pca_lighting:
-        raise UserError(
-            f"augment={augment.name} (crop={augment.crop}, pca_lighting={augment.pca_lighting}) needs a folder "
-            f"dataset such as data=imagenet; data={data.name} is held in memory and takes crop_padding and hflip only"
-        )
     dataset = load_dataset(data, split)
     if len(dataset.labels) and int(dataset.labels.max()) >= data.num_classes:
         raise UserError(

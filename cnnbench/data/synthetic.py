@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnnbench.data.datasets import InMemoryDataset
-from cnnbench.errors import UserError
+from cnnbench.validate import check_synthetic_sizes
 
 # Fixed generator seeds, one per split, so the splits differ from each other.
 SPLIT_SEEDS = {"train": 20_091_108, "val": 20_091_109}
@@ -24,12 +24,10 @@ SPLIT_SEEDS = {"train": 20_091_108, "val": 20_091_109}
 def load_synthetic(cfg: DictConfig, split: str) -> InMemoryDataset:
     """``data.train_size`` / ``data.val_size`` random images of ``data.channels`` x
     ``data.image_size`` x ``data.image_size``, labels uniform over ``data.num_classes``."""
-    size_key = f"{split}_size"
-    count = cfg.get(size_key)
-    if count is None or int(count) < 1:
-        raise UserError(f"data=synthetic needs data.{size_key} (the number of {split} images) of at least 1, got {count}")
-    if int(cfg.num_classes) < 1:
-        raise UserError(f"data.num_classes must be at least 1, got {cfg.num_classes}")
+    # validate() checked every split before the run; this loader is also called
+    # directly (tests, notebooks), so the split it makes is checked by the same rule.
+    check_synthetic_sizes(cfg, (split,))
+    count = cfg.get(f"{split}_size")
     warn_random_labels(int(cfg.num_classes))
     generator = torch.Generator().manual_seed(SPLIT_SEEDS[split])
     shape = (int(count), int(cfg.channels), int(cfg.image_size), int(cfg.image_size))

@@ -26,9 +26,6 @@ import torch
 from omegaconf import DictConfig
 from torchvision.transforms import v2
 
-from cnnbench.errors import UserError
-
-CROPS = ("center", "random", "random_resized")
 
 # Principal components of the RGB values of ImageNet training pixels, for
 # AlexNet's colour augmentation (Krizhevsky et al. 2012, section 4.1). The
@@ -54,41 +51,17 @@ def pca_lighting_shift(alpha_std: float) -> torch.Tensor:
     return IMAGENET_PCA_EIGENVECTORS @ (alpha * IMAGENET_PCA_EIGENVALUES)
 
 
-def check_augment(augment: DictConfig, size: int) -> None:
-    """A clear error for an `augment` group a folder dataset cannot use."""
-    if augment.crop not in CROPS:
-        raise UserError(f"augment.crop '{augment.crop}' is unknown; choose one of: {', '.join(CROPS)}")
-    if augment.crop_padding:
-        raise UserError(
-            f"augment '{augment.name}' pads and crops in-memory images (augment.crop_padding={augment.crop_padding}); "
-            "folder datasets such as imagenet use augment=alexnet, augment=inception or augment=none"
-        )
-    if augment.crop != "random_resized" and augment.resize < size:
-        raise UserError(
-            f"augment.resize={augment.resize} is smaller than the network's {size}x{size} input; "
-            f"resize the shorter side to at least {size}"
-        )
-    low, high = augment.area
-    if not 0 < low <= high <= 1:
-        raise UserError(f"augment.area must be [low, high] with 0 < low <= high <= 1, got {list(augment.area)}")
-    low, high = augment.aspect
-    if not 0 < low <= high:
-        raise UserError(f"augment.aspect must be [low, high] with 0 < low <= high, got {list(augment.aspect)}")
-    if augment.pca_lighting < 0:
-        raise UserError(
-            f"augment.pca_lighting is the std of the PCA weights and must be >= 0, got {augment.pca_lighting}"
-        )
-
-
 def train_transform(augment: DictConfig, size: int) -> v2.Compose:
-    """The geometric part of the training augmentation `augment` describes (see the module docstring)."""
-    check_augment(augment, size)
+    """The geometric part of the training augmentation `augment` describes (see the module docstring);
+    its ranges and its fit with ``size`` are checked by cnnbench.validate."""
     if augment.crop == "center":
         steps = [v2.Resize(augment.resize), v2.CenterCrop(size)]
     elif augment.crop == "random":
         steps = [v2.Resize(augment.resize), v2.CenterCrop(augment.resize), v2.RandomCrop(size)]
-    else:
+    elif augment.crop == "random_resized":
         steps = [v2.RandomResizedCrop(size, scale=tuple(augment.area), ratio=tuple(augment.aspect))]
+    else:
+        raise ValueError(f"no crop named {augment.crop!r}")  # the schema's Crop lists the three above
     if augment.hflip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)

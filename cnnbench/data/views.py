@@ -26,11 +26,8 @@ from typing import Iterator, List, NamedTuple, Sequence, Tuple
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from cnnbench.config import IN_MEMORY_CROP_COUNTS
 from cnnbench.data.loaders import Loader
-from cnnbench.errors import UserError
-
-CROP_COUNTS = (1, 2, 10, 144)
-IN_MEMORY_CROP_COUNTS = (1, 2)
 
 
 class View(NamedTuple):
@@ -44,13 +41,6 @@ class View(NamedTuple):
     height: int
     width: int
     flip: bool = False
-
-
-def check_crops(crops: int, in_memory: bool) -> None:
-    allowed = IN_MEMORY_CROP_COUNTS if in_memory else CROP_COUNTS
-    if crops not in allowed:
-        why = " (in-memory images are already the network's input size)" if in_memory and crops in CROP_COUNTS else ""
-        raise UserError(f"eval.crops={crops} is not available{why}; choose one of: {', '.join(map(str, allowed))}")
 
 
 def resized_shape(height: int, width: int, shorter: int) -> Tuple[int, int]:
@@ -117,17 +107,6 @@ def eval_views(crops: int, height: int, width: int, size: int, shorter: int, sca
     raise ValueError(f"no views for {crops} crops")
 
 
-def check_view_sizes(crops: int, size: int, shorter: int, scales: Sequence[int]) -> None:
-    """Every box must fit inside its resized image."""
-    if crops == 144:
-        if len(scales) == 0 or min(scales) < size:
-            raise UserError(f"eval.scales {list(scales)} must all be at least the {size}-pixel crop for eval.crops=144")
-    elif shorter < size:
-        raise UserError(
-            f"eval.resize={shorter} is smaller than the network's {size}x{size} input; raise it to at least {size}"
-        )
-
-
 def crop_views(image: torch.Tensor, views: Sequence[View], size: int) -> torch.Tensor:
     """Cut ``views`` out of a (C, H, W) image: a (len(views), C, size, size) tensor."""
     resized, cut = {}, {}  # each scale resized once, each box cut once for it and its mirror
@@ -164,5 +143,6 @@ class MirroredBatches(Loader):
 
 def in_memory_views(loader: Loader, crops: int) -> Loader:
     """An in-memory evaluation loader with the views `eval.crops` asks for."""
-    check_crops(crops, in_memory=True)
+    if crops not in IN_MEMORY_CROP_COUNTS:  # cnnbench.validate refuses these for in-memory data
+        raise ValueError(f"in-memory data has no views for {crops} crops")
     return loader if crops == 1 else MirroredBatches(loader)

@@ -7,9 +7,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cnnbench.config import input_shape
+from cnnbench.config import input_shape, plain
 from cnnbench.models import BuildOptions, Network, build_model
 
 
@@ -22,5 +22,5 @@ def seed_everything(seed: int) -> None:
 def model_for(cfg: DictConfig, source: Optional[str] = None) -> Network:
     """The network `cfg.model` describes, with the run's regularization switches applied."""
     options = BuildOptions(dropout=cfg.regularization.dropout, lrn=cfg.regularization.lrn)
-    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    spec = plain(cfg.model)
     return build_model(spec, input_shape(cfg), options, source or f"model '{cfg.model.name}'")

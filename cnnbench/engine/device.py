@@ -6,12 +6,11 @@ import torch
 
 from cnnbench.errors import UserError
 
-ACCELERATORS = ("auto", "cpu", "cuda")
-
 
 def pick_device(accelerator: str) -> torch.device:
-    if accelerator not in ACCELERATORS:
-        raise UserError(f"accelerator '{accelerator}' is unknown; choose one of: {', '.join(ACCELERATORS)}")
+    """The device of ``accelerator``, one of the schema's Accelerator choices."""
+    accelerator = str(accelerator)  # a Choice member or, from a stored config, the plain string
+    # Whether there is a GPU is a fact of this machine, not of the config: checked here, not in validate.
     if accelerator == "cuda" and not torch.cuda.is_available():
         raise UserError("accelerator=cuda, but torch sees no CUDA GPU; use trainer=cpu or accelerator=auto")
     if accelerator == "auto":

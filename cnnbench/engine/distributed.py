@@ -114,8 +114,8 @@ def setup(accelerator: str, timeout_s: float) -> DistributedContext:
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
     if missing:
         raise UserError(f"WORLD_SIZE={world_size} but {' and '.join(missing)} not set; start the run with torchrun")
-    if timeout_s <= 0:
-        raise UserError(f"the distributed timeout must be a positive number of seconds, got {timeout_s}")
+    if not timeout_s > 0:  # trainer.dist_timeout_s is checked by cnnbench.validate; this guards direct callers
+        raise ValueError(f"the distributed timeout must be a positive number of seconds, got {timeout_s}")
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # CPU ranks on one machine share its cores; without this each would start
         # one thread per core and they would all fight over them.

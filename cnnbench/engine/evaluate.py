@@ -20,6 +20,7 @@ from cnnbench.engine.distributed import all_reduce_sum
 from cnnbench.engine.metrics import reported_ks, topk_hits
 from cnnbench.errors import UserError
 from cnnbench.models import main_logits
+from cnnbench.validate import validate
 
 log = logging.getLogger("cnnbench")
 
@@ -106,14 +107,15 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, eval_overrides: Sequence
             run_cfg.data[key] = cfg.data[key]
     if cfg.data.batch_size is not None:
         run_cfg.data.eval_batch_size = cfg.data.batch_size
-    device = pick_device(cfg.accelerator)
-    model = model_for(run_cfg).to(device)
-    load_weights(model, state)
     # The run's own eval.resize/scales (what it reported with), this command's crops
     # and split, and whatever else of eval.* this command line sets.
     run_cfg.eval.crops, run_cfg.eval.split = cfg.eval.crops, cfg.eval.split
     for key in eval_overrides:
         OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
+    validate(run_cfg, "eval")  # the run's config with this command's changes, before any data or model
+    device = pick_device(cfg.accelerator)
+    model = model_for(run_cfg).to(device)
+    load_weights(model, state)
     loader = loader_for(run_cfg, cfg.eval.split, device, train=False, crops=cfg.eval.crops)
     metrics = evaluate(model, loader, run_cfg.data.num_classes, per_class=True)
     log.info(

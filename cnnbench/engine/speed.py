@@ -18,8 +18,6 @@ from omegaconf import DictConfig
 
 from cnnbench.errors import UserError
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 
 @dataclass
 class Speed:
@@ -42,14 +40,16 @@ class Speed:
 
 
 def speed_for(trainer: DictConfig, device: torch.device) -> Speed:
-    if trainer.precision not in PRECISIONS:
-        raise UserError(f"trainer.precision '{trainer.precision}' is unknown; choose one of: {', '.join(PRECISIONS)}")
+    """The speed settings of ``trainer`` (the schema's Precision names the precisions) on ``device``."""
     cuda = device.type == "cuda"
-    precision = trainer.precision
+    precision = str(trainer.precision)
     if precision == "auto":
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    # Checked here, not in cnnbench.validate: with trainer.accelerator=auto only the
+    # device picked on the machine that runs says whether there is a GPU (validate
+    # refuses fp16 with an explicit trainer.accelerator=cpu before anything starts).
     if precision == "fp16" and not cuda:
-        raise UserError("trainer.precision=fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+        raise UserError(f"trainer.precision=fp16 needs a CUDA GPU, but this run is on {device.type}; use bf16 or fp32")
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     channels_last = cuda if trainer.channels_last is None else bool(trainer.channels_last)
     if cuda:

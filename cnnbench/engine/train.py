@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import cnnbench
-from cnnbench.config import input_shape
+from cnnbench.config import input_shape, plain
 from cnnbench.data.loaders import Loader
 from cnnbench.data.pipeline import loader_for
 from cnnbench.engine import tensorboard
@@ -124,7 +124,7 @@ class Run:
 
     @property
     def resolved(self) -> dict:
-        return OmegaConf.to_container(self.cfg, resolve=True)
+        return plain(self.cfg)
 
     def checkpoint_path(self, name: str) -> Path:
         return self.run_dir / "checkpoints" / name
