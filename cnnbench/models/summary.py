@@ -25,7 +25,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnbench.models.builder import Graph
 from cnnbench.models.layers import Add, HighwayGate, Multiply, PadChannels, WithinChannelLRN
 
-FORMATS = ("table", "json")  # summary.format
 POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d)
 # Ops whose arithmetic flop_counter does not see: one op per output element.
 ELEMENTWISE_TYPES = (
