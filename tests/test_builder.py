@@ -1,10 +1,9 @@
-"""The model language: wiring, user-written blocks, auxiliary heads, the norm slot, error messages."""
+"""The model language: wiring, user-written blocks, `repeat:`, block libraries, auxiliary heads, the norm
+slot, error messages."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,10 +11,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from cnnbench.models import (
-    BuildOptions, ModelBuildError, ModelOutput, build_model, classification_loss, count_parameters, main_logits,
+    BuildOptions, ModelBuildError, ModelOutput, build_model, classification_loss, count_parameters, create_model,
+    main_logits,
 )
-
-CONF_MODEL = Path(__file__).resolve().parent.parent / "conf" / "model"
+from cnnbench.models import builder
 
 
 def from_yaml(text: str, shape, options: BuildOptions = BuildOptions(), source: str = "my_net.yaml"):
@@ -137,8 +136,7 @@ def test_rows_without_from_read_the_row_above_and_names_reach_back():
 
 
 def zoo_model(name: str, num_classes: int = 10):
-    cfg = OmegaConf.create({"data": {"num_classes": num_classes}, "model": OmegaConf.load(CONF_MODEL / f"{name}.yaml")})
-    return build_model(OmegaConf.to_container(cfg.model, resolve=True), (3, 32, 32), source=f"conf/model/{name}.yaml")
+    return create_model(name, num_classes, input_size=[3, 32, 32])
 
 
 def test_highway_cifar_gates_start_closed_and_the_model_trains():
@@ -159,6 +157,141 @@ def test_stn_cifar_starts_by_passing_the_image_through():
     model(x)
     assert torch.allclose(seen["out"], x, atol=1e-5)
     forward_backward(model.train(), (3, 32, 32))
+
+
+# --- repeat: N copies of a row, in sequence ----------------------------------------
+
+REPEATED = """
+name: repeated
+layers:
+  - [conv, {out: 4, kernel: 1, bias: false, repeat: 3, as: stage}]
+  - [add, {from: [stage_1, stage_3]}]
+"""
+
+
+def test_repeat_builds_n_separate_copies_each_reading_the_one_before():
+    model = from_yaml(REPEATED, (4, 2, 2))
+    assert model.names == ["stage_1", "stage_2", "stage_3", "1"]
+    assert model.sources == [("input",), ("stage_1",), ("stage_2",), ("stage_1", "stage_3")]
+    first, second, third = model.layers[:3]
+    assert len({id(conv.weight) for conv in (first, second, third)}) == 3  # three layers, not one reused
+    x = torch.randn(2, 4, 2, 2)
+    assert torch.allclose(model(x), third(second(first(x))) + first(x), atol=1e-6)
+    assert count_parameters(model) == 3 * 4 * 4
+
+
+def test_a_repeated_block_continues_a_numbered_name_and_an_unnamed_row_numbers_its_index():
+    text = """
+    name: stage
+    blocks:
+      unit: {args: [width], layers: [[conv, {out: width, kernel: 1}], relu]}
+    layers:
+      - [conv, {out: 3, kernel: 1, as: conv2_1}]
+      - [unit, {width: 3, repeat: 2, as: conv2_2}]
+      - [unit, {width: 5, repeat: 2}]
+      - [unit, {width: 6, repeat: 1, as: last}]
+    """
+    model = from_yaml(text, (2, 4, 4))
+    assert model.names == ["conv2_1", "conv2_2", "conv2_3", "2_1", "2_2", "last_1"]
+    assert [graph.layers[0].out_channels for graph in model.layers[1:]] == [3, 3, 5, 5, 6]
+    assert model.layers[4].layers[0].in_channels == 5  # the second copy reads the first
+    forward_backward(model, (2, 4, 4))
+
+
+def test_a_block_argument_can_set_repeat():
+    text = """
+    name: family
+    blocks:
+      stage: {args: [n], layers: [[conv, {out: 2, kernel: 1, repeat: n}]]}
+    layers:
+      - [stage, {n: 4}]
+    """
+    assert len(from_yaml(text, (2, 3, 3)).layers[0].layers) == 4
+
+
+@pytest.mark.parametrize("layers_yaml, expected", [
+    ("  - [relu, {repeat: 0}]", "my_net.yaml, layers[0] (relu): repeat must be a whole number >= 1, got 0"),
+    ("  - [relu, {repeat: 2.5}]", "my_net.yaml, layers[0] (relu): repeat must be a whole number >= 1, got 2.5"),
+    ("  - [relu, {repeat: '3'}]", "my_net.yaml, layers[0] (relu): repeat must be a whole number >= 1, got '3'"),
+    ("  - [relu, {repeat: true}]", "my_net.yaml, layers[0] (relu): repeat must be a whole number >= 1, got True"),
+    ("  - [relu, {repeat: null}]", "my_net.yaml, layers[0] (relu): repeat must be a whole number >= 1, got None"),
+    ("  - relu\n  - [aux_head, {weight: 0.3, repeat: 2, layers: [flatten]}]\n  - flatten",
+     "my_net.yaml, layers[1] (aux_head): an aux_head cannot repeat; it is a side exit"),
+    ("  - [relu, {as: a}]\n  - [add, {from: [a, input], repeat: 2}]",
+     "my_net.yaml, layers[1] (add): repeat chains copies, each reading the one before, so a row that reads 2 tensors"),
+    ("  - [relu, {repeat: 2, as: a}]\n  - [relu, {as: a_2}]",
+     "my_net.yaml, layers[1] (relu 'a_2'): the name 'a_2' is already used by an earlier row"),
+    ("  - [conv, {out: 3, kernel: 3, repeat: 3, as: shrink}]",
+     "my_net.yaml, layers[0] copy 3 (conv 'shrink_3'): "),
+])
+def test_repeat_mistakes_are_one_line_errors(layers_yaml, expected):
+    message = build_error(layers_yaml, shape=(3, 5, 5))
+    assert message.startswith(expected) and "\n" not in message
+
+
+# --- block libraries (conf/blocks/) and block arguments with defaults -------------
+
+
+def test_a_model_uses_a_library_block_by_name():
+    model = from_yaml("name: n\nuses: [resnet]\nlayers: [[basic, {width: 3, repeat: 2, as: stage}]]", (3, 6, 6))
+    assert model.names == ["stage_1", "stage_2"]
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4 and all(conv.bias is None for conv in convs)  # resnet.yaml's basic: BN after bias-free convs
+    assert count_parameters(model) == 2 * (2 * 3 * 3 * 9 + 2 * 2 * 3)
+    forward_backward(model, (3, 6, 6))
+
+
+def test_library_blocks_reach_a_model_that_hydra_composes():
+    from hydra import compose, initialize_config_dir
+
+    from cnnbench.config import CONF_DIR, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("train", overrides=["model=resnet20"])
+    assert list(cfg.model.uses) == ["resnet"]  # `uses` is a ModelConfig key
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True), tuple(cfg.model.input_size))
+    assert count_parameters(model) == 269_722  # Table 6: 0.27M
+
+
+PROJECT_BLOCK = """blocks:
+  project: {args: [width, {stride: 1}], layers: [[conv, {out: width, kernel: 1, stride: stride}]]}"""
+
+
+def test_block_arguments_may_have_defaults():
+    rows = "  - [project, {width: 2, as: kept}]\n  - [project, {width: 2, stride: 2, as: halved}]"
+    model = from_yaml(f"name: d\n{PROJECT_BLOCK}\nlayers:\n{rows}", (3, 4, 4))
+    assert [graph.layers[0].stride for graph in model.layers] == [(1, 1), (2, 2)]
+    message = build_error("  - [project, {}]", blocks_yaml=PROJECT_BLOCK)
+    assert message.endswith("missing argument width; block project takes: width, stride=1")
+
+
+def write_library(directory, name: str, text: str) -> None:
+    (directory / f"{name}.yaml").write_text(text)
+
+
+@pytest.mark.parametrize("model_yaml, library_yaml, expected", [
+    ("uses: [resnett]", None, "my_net.yaml: uses: unknown block library 'resnett'; available: mine ("),
+    ("uses: mine", None, "my_net.yaml: uses must be a list of block library names, e.g. uses: [resnet], got 'mine'"),
+    ("uses: [mine, mine]", None, "my_net.yaml: uses lists mine more than once"),
+    ("uses: [mine]\nblocks: {unit: {layers: [relu]}}", None,
+     "my_net.yaml: block 'unit' is defined in the model's own blocks and in library 'mine' (conf/blocks/mine.yaml)"),
+    ("uses: [mine]", "blocks: {relu: {layers: [relu]}}",
+     "my_net.yaml: block 'relu' (library 'mine') has the name of a built-in op"),
+    ("uses: [mine]", "block: {unit: {layers: [relu]}}",
+     "conf/blocks/mine.yaml: a block library holds one key, `blocks:`"),
+    ("uses: [mine]", "blocks: {unit: {layers: [[linear, {out: '${data.num_classes}'}]]}}",
+     "conf/blocks/mine.yaml: Interpolation key 'data.num_classes' not found; pass such values as block arguments"),
+    ("uses: [mine]", "blocks: {unit: {arg: [width], layers: [relu]}}",
+     "my_net.yaml, layers[0] (unit): block unit has arg; a block holds only: args, layers"),
+])
+def test_block_library_mistakes_are_one_line_errors(tmp_path, monkeypatch, model_yaml, library_yaml, expected):
+    monkeypatch.setattr(builder, "BLOCK_LIBRARY_DIR", tmp_path)
+    write_library(tmp_path, "mine", library_yaml or "blocks: {unit: {layers: [relu]}}")
+    with pytest.raises(ModelBuildError) as caught:
+        from_yaml(f"name: bad\n{model_yaml}\nlayers: [unit]", (3, 4, 4))
+    message = str(caught.value)
+    assert message.startswith(expected) and "\n" not in message
 
 
 # --- auxiliary heads ---------------------------------------------------------
@@ -224,10 +357,12 @@ def test_training_and_evaluation_loops_accept_aux_models(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
     from cnnbench.config import TrainConfig
+    from cnnbench.engine.distributed import DistributedContext
     from cnnbench.engine.evaluate import evaluate
     from cnnbench.engine.schedule import make_schedule
     from cnnbench.engine.speed import speed_for
-    from cnnbench.engine.train import EpochSums, train_one_epoch
+    from cnnbench.engine.state import TrainState
+    from cnnbench.engine.train import Run, train_steps
 
     class Batches(list):
         device = torch.device("cpu")
@@ -244,11 +379,13 @@ def test_training_and_evaluation_loops_accept_aux_models(tmp_path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = make_schedule(cfg, optimizer, 0.1, len(batches))
     head_before = model.layers[4].layers[-1].weight.detach().clone()
-    sums = EpochSums(torch.device("cpu"))
+    speed = speed_for(cfg.trainer, torch.device("cpu"))
+    run = Run(cfg, DistributedContext(), tmp_path, speed, batches, batches, None, model, model, optimizer, schedule, 0)
+    state = TrainState()
+    state.start_epoch(run.device, schedule.lr)
     with SummaryWriter(str(tmp_path)) as writer:
-        train_one_epoch(cfg, model, batches, optimizer, schedule, speed_for(cfg.trainer, torch.device("cpu")),
-                        0, 0, sums, writer, lambda steps_done: None)
-    metrics = sums.result()
+        assert list(train_steps(run, state, 0, writer)) == [1, 2, 3]
+    metrics = state.sums.result()
     assert metrics["loss"] > 0 and 0 <= metrics["top1"] <= 100
     assert not torch.equal(model.layers[4].layers[-1].weight, head_before)  # the aux loss reached the head
     result = evaluate(model, batches, 3)

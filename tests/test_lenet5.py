@@ -1,15 +1,12 @@
 """LeNet-5 against the paper (LeCun et al. 1998, Fig. 2 and section II.B)."""
 
 import torch
-from omegaconf import OmegaConf
 
-from cnnbench.config import CONF_DIR
-from cnnbench.models import build_model, count_parameters
+from cnnbench.models import count_parameters, create_model
 
 
 def lenet5(num_classes: int = 10):
-    spec = OmegaConf.merge({"data": {"num_classes": num_classes}}, {"model": OmegaConf.load(CONF_DIR / "model" / "lenet5.yaml")})
-    return build_model(OmegaConf.to_container(spec.model, resolve=True), (1, 32, 32))
+    return create_model("lenet5", num_classes)  # 1x32x32: the file takes its dataset's size, digits by default
 
 
 def test_feature_maps_match_figure_2():

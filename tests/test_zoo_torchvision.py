@@ -10,26 +10,19 @@ torchvision's network: same layers, same order, same shapes, same wiring.
 
 The comparison runs at a small input (64 px; 80 for Inception-v3, whose
 minimum is 75) to keep the file fast; the adaptive/global pools make that a
-valid input for every model, and both networks see the same one. Then each
-model takes one training step, forward and backward, on one image of its
-real input size.
+valid input for every model, and both networks see the same one. The
+training step at each model's real input size is tests/test_model_registry.py's.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
-from omegaconf import OmegaConf
 
-from cnnbench.config import ModelConfig
 from cnnbench.errors import UserError
-from cnnbench.models import build_model, count_parameters
+from cnnbench.models import build_model, count_parameters, model_spec
 from cnnbench.models.convert import load_torchvision_state_dict
-
-MODEL_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
 
 # zoo file -> (torchvision builder, its extra arguments, parameters on torchvision's model card)
 ZOO = {
@@ -56,11 +49,6 @@ ZOO = {
 
 SMALL_INPUT = {"inception_v3": 80}  # others: 64
 
-def load_spec(name: str) -> dict:
-    """The zoo file as the CLI would resolve it, for 1000 classes."""
-    config = OmegaConf.merge({"data": {"num_classes": 1000}}, {"model": OmegaConf.load(MODEL_DIR / f"{name}.yaml")})
-    return OmegaConf.to_container(config, resolve=True)["model"]
-
 
 def build_uninitialised(spec: dict, size: int, name: str) -> torch.nn.Module:
     """Our network with its tensors allocated but not initialised.
@@ -83,7 +71,7 @@ def torchvision_model(name: str) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_file_is_torchvisions_network(name):
-    spec = load_spec(name)
+    spec = model_spec(name, 1000)
     assert spec["name"] == name
     size = SMALL_INPUT.get(name, 64)
     ours = build_uninitialised(spec, size, name)
@@ -104,24 +92,15 @@ def test_zoo_file_is_torchvisions_network(name):
     # Inception-v3), so the tolerance is 1e-5 absolute plus 1e-5 relative.
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
-    # One training step at the real input size, on one image.
-    channels, height, width = spec["input_size"]
-    ours.train()
-    logits = ours(torch.randn(1, channels, height, width))
-    assert logits.shape == (1, 1000)
-    logits.logsumexp(dim=1).sum().backward()
-    for key, parameter in ours.named_parameters():
-        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), key
-
 
 @pytest.mark.parametrize("name", list(ZOO))
-def test_zoo_file_fits_the_model_schema(name):
-    config = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(MODEL_DIR / f"{name}.yaml"))
-    assert config.name == name
-    assert config.paper and config.source
-    assert len(config.input_size) == 3
-    if config.published:
-        assert {"top1", "top5", "protocol", "source"} <= set(config.published)
+def test_zoo_file_names_its_source_and_published_accuracy(name):
+    spec = model_spec(name)  # merged onto the ModelConfig schema, as the CLI does: a stray key fails here
+    assert spec["name"] == name
+    assert spec["paper"] and spec["source"]
+    assert len(spec["input_size"]) == 3
+    if spec["published"]:
+        assert {"top1", "top5", "protocol", "source"} <= set(spec["published"])
 
 
 def test_loading_weights_of_another_shape_names_both_tensors():

@@ -36,18 +36,35 @@ pair, e.g. ``[conv, {out: 96, kernel: 11, lr_mult: [1, 2], decay_mult: [1, 0]}]`
 as in Caffe's bvlc_alexnet. They are kept on the module as
 ``param_mults`` for the optimizer.
 
+``repeat: N`` (any op or block row but an aux_head) builds the row N times
+in sequence, each copy reading the one before; the copies are N separate
+rows of the graph, numbered: ``as: stage1`` names them stage1_1 ...
+stage1_N, and a name that already ends in ``_K`` is the first copy's, the
+others counting on (``as: conv2_2`` with ``repeat: 2`` names conv2_2 and
+conv2_3), so a stage whose first block differs is one row for that block
+and one repeated row. A row without ``as`` numbers its index the same way.
+
+A block's ``args`` are names, or ``{name: default}`` for an optional one.
+A model's ``uses: [resnet, ...]`` adds the blocks of the libraries
+``conf/blocks/resnet.yaml``, ...; a block name defined twice (in the file
+and a library, or in two libraries) is an error, never a silent choice.
+
 Each row is built, then run once on a zero tensor of the inferred shape to
 learn its output shape, so no file ever writes in-channels or in-features.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from cnnbench.config import CONF_DIR
 from cnnbench.errors import UserError
 from cnnbench.models import layers as _builtin_ops  # noqa: F401 - registers the built-in ops
 from cnnbench.models.outputs import ModelOutput
@@ -57,6 +74,10 @@ WIRING_KEYS = ("as", "from")
 MULT_KEYS = ("lr_mult", "decay_mult")
 INPUT = "input"
 AUX_HEAD = "aux_head"  # a builder row, not an op: it adds an output instead of a layer
+BLOCK_LIBRARY_DIR = CONF_DIR / "blocks"
+BLOCK_KEYS = ("args", "layers")
+REQUIRED = object()  # the default of a block argument that has none
+NUMBERED_NAME = re.compile(r"(.*_)([1-9][0-9]*)")  # conv2_2: its copies count on from 2
 
 
 class ModelBuildError(UserError):
@@ -124,6 +145,29 @@ class Row:
     name: Optional[str]
     sources: Optional[Tuple[str, ...]]
     mults: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # lr_mult / decay_mult: (weights, biases)
+    repeat: Optional[int] = None  # `repeat: N`; None when the row has no repeat key
+
+
+@dataclass
+class GraphParts:
+    """What build_graph has built so far: the layers, their names and wiring, and every named output's shape."""
+
+    shapes: Dict[str, Shape]
+    previous: str = INPUT  # the row a row without `from` reads
+    modules: List[nn.Module] = field(default_factory=list)
+    names: List[str] = field(default_factory=list)
+    sources: List[Tuple[str, ...]] = field(default_factory=list)
+    multi: List[bool] = field(default_factory=list)
+    aux_weights: List[Optional[float]] = field(default_factory=list)
+    aux_shapes: List[Tuple[str, Shape]] = field(default_factory=list)  # (label, output shape) of each aux head
+
+    def add(self, module: nn.Module, name: str, sources: Tuple[str, ...], multi: bool,
+            aux_weight: Optional[float] = None) -> None:
+        self.modules.append(module)
+        self.names.append(name)
+        self.sources.append(sources)
+        self.multi.append(multi)
+        self.aux_weights.append(aux_weight)
 
 
 def build_model(
@@ -135,12 +179,9 @@ def build_model(
     """Build the network a model config describes, for inputs of ``input_shape`` (C, H, W).
 
     ``spec`` is the resolved model config (``name``, ``layers``, optional
-    ``blocks``); ``source`` names it in error messages (e.g. its file).
+    ``blocks`` and ``uses``); ``source`` names it in error messages (e.g. its file).
     """
-    blocks = dict(spec.get("blocks") or {})
-    for block_name in blocks:
-        if block_name in OPS or block_name == AUX_HEAD:
-            raise ModelBuildError(f"{source}: block '{block_name}' has the name of a built-in op; rename the block")
+    blocks = model_blocks(spec, source)
     options = norm_options(spec, options, source)
     builder = _Builder(blocks, options, source)
     shape = tuple(int(s) for s in input_shape)
@@ -149,6 +190,63 @@ def build_model(
     network.input_shape = shape
     network.output_shape = out_shape
     return network
+
+
+def model_blocks(spec: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """The blocks a model's rows may use: its own ``blocks:`` and those of the libraries in ``uses:``."""
+    blocks = dict(spec.get("blocks") or {})
+    origin = {name: "the model's own blocks" for name in blocks}
+    uses = spec.get("uses") or []
+    if not isinstance(uses, (list, tuple)) or not all(isinstance(u, str) for u in uses):
+        raise ModelBuildError(
+            f"{source}: uses must be a list of block library names, e.g. uses: [resnet], got {uses!r}"
+        )
+    twice = sorted({library for library in uses if uses.count(library) > 1})
+    if twice:
+        raise ModelBuildError(f"{source}: uses lists {', '.join(twice)} more than once")
+    for library in uses:
+        for name, block in load_block_library(library, source).items():
+            if name in origin:
+                raise ModelBuildError(
+                    f"{source}: block '{name}' is defined in {origin[name]} and in library '{library}' "
+                    f"(conf/blocks/{library}.yaml); rename one"
+                )
+            origin[name] = f"library '{library}'"
+            blocks[name] = block
+    for block_name in blocks:
+        if block_name in OPS or block_name == AUX_HEAD:
+            raise ModelBuildError(
+                f"{source}: block '{block_name}' ({origin[block_name]}) has the name of a built-in op; rename the block"
+            )
+    return blocks
+
+
+def block_libraries() -> List[str]:
+    """The names ``uses:`` accepts: the files in conf/blocks/."""
+    return sorted(path.stem for path in BLOCK_LIBRARY_DIR.glob("*.yaml"))
+
+
+def load_block_library(library: str, source: str) -> Dict[str, Any]:
+    """The ``blocks:`` of conf/blocks/<library>.yaml."""
+    available = block_libraries()
+    if library not in available:
+        raise ModelBuildError(
+            f"{source}: uses: unknown block library '{library}'; available: {', '.join(available) or 'none'} "
+            f"(the files in {BLOCK_LIBRARY_DIR})"
+        )
+    where = f"conf/blocks/{library}.yaml"
+    try:
+        # Resolved on its own: a library is shared by every model, so it cannot
+        # read one run's config (${data.num_classes}); such values are block arguments.
+        content = OmegaConf.to_container(OmegaConf.load(BLOCK_LIBRARY_DIR / f"{library}.yaml"), resolve=True)
+    except OmegaConfBaseException as err:
+        message = str(err).strip().splitlines()[0]
+        raise ModelBuildError(f"{where}: {message}; pass such values as block arguments") from err
+    if not isinstance(content, dict) or set(content) != {"blocks"} or not isinstance(content["blocks"], dict):
+        raise ModelBuildError(
+            f"{where}: a block library holds one key, `blocks:`, mapping block names to args and layers"
+        )
+    return content["blocks"]
 
 
 def norm_options(spec: Mapping[str, Any], options: BuildOptions, source: str) -> BuildOptions:
@@ -175,57 +273,63 @@ class _Builder:
             raise ModelBuildError(f"{self.source}: {path} is empty; list at least one layer")
         if not isinstance(rows, (list, tuple)):
             raise ModelBuildError(f"{self.source}: {path} must be a list of layers, got {rows!r}")
-        shapes: Dict[str, Shape] = {INPUT: input_shape}
-        previous = INPUT
-        modules, names, sources, multi, aux_weights = [], [], [], [], []
-        aux_shapes = []  # (label, output shape) of each auxiliary head, checked against the model's output
+        parts = GraphParts({INPUT: input_shape})
         for index, raw in enumerate(rows):
             where = f"{path}[{index}]"
             row = self.parse_row(raw, where)
-            label = f"{self.source}, {where} ({row.op}{' ' + repr(row.name) if row.name else ''})"
-            row_sources = row.sources or (previous,)
-            for s in row_sources:
-                if s not in shapes:
-                    known = ", ".join(shapes)
-                    raise ModelBuildError(f"{label}: reads '{s}', which no earlier row names; known: {known}")
-            in_shapes = tuple(shapes[s] for s in row_sources)
             if row.op == AUX_HEAD:
-                if not top_level:
-                    raise ModelBuildError(
-                        f"{label}: aux_head rows belong in the model's top-level layers, not in a block"
-                    )
-                module, out_shape, weight = self.build_aux_head(row, in_shapes, where, label)
-                aux_shapes.append((label, out_shape))
-                modules.append(module)
-                names.append(str(index))
-                sources.append(row_sources)
-                multi.append(False)
-                aux_weights.append(weight)
-                continue  # a side exit: no name, and the next row reads the row above this one
-            is_multi = row.op in OPS and OPS[row.op].multi_input
-            if len(in_shapes) > 1 and not is_multi:
-                raise ModelBuildError(f"{label}: reads {len(in_shapes)} tensors, but {row.op} takes one")
-            module, out_shape = self.build_row(row, in_shapes, where, label)
-            if row.mults:
-                module.param_mults = row.mults
-            name = row.name or str(index)
-            if name in shapes and name != str(index):
-                raise ModelBuildError(f"{label}: the name '{name}' is already used by an earlier row")
-            shapes[name] = out_shape
-            modules.append(module)
-            names.append(name)
-            sources.append(row_sources)
-            multi.append(is_multi)
-            aux_weights.append(None)
-            previous = name
-        for label, aux_shape in aux_shapes:
-            if aux_shape != shapes[previous]:
+                self.add_aux_head(parts, row, index, where, top_level)
+                continue
+            for copy, copy_where in copies(row, index, where):
+                self.add_layer(parts, copy, index, copy_where)
+        output_shape = parts.shapes[parts.previous]
+        for label, aux_shape in parts.aux_shapes:
+            if aux_shape != output_shape:
                 raise ModelBuildError(
-                    f"{label}: the head's output {aux_shape} differs from the model's output {shapes[previous]}; "
+                    f"{label}: the head's output {aux_shape} differs from the model's output {output_shape}; "
                     "end the head with the same classifier size"
                 )
         graph_type = Network if top_level else Graph
-        return graph_type(modules, names, sources, multi, aux_weights), shapes[previous]
+        graph = graph_type(parts.modules, parts.names, parts.sources, parts.multi, parts.aux_weights)
+        return graph, output_shape
+
+    def label(self, row: Row, where: str) -> str:
+        return f"{self.source}, {where} ({row.op}{' ' + repr(row.name) if row.name else ''})"
+
+    def read(self, parts: GraphParts, row: Row, label: str) -> Tuple[Tuple[str, ...], Tuple[Shape, ...]]:
+        """The names a row reads (``from``, else the row above) and their shapes."""
+        row_sources = row.sources or (parts.previous,)
+        for s in row_sources:
+            if s not in parts.shapes:
+                known = ", ".join(parts.shapes)
+                raise ModelBuildError(f"{label}: reads '{s}', which no earlier row names; known: {known}")
+        return row_sources, tuple(parts.shapes[s] for s in row_sources)
+
+    def add_layer(self, parts: GraphParts, row: Row, index: int, where: str) -> None:
+        label = self.label(row, where)
+        row_sources, in_shapes = self.read(parts, row, label)
+        is_multi = row.op in OPS and OPS[row.op].multi_input
+        if len(in_shapes) > 1 and not is_multi:
+            raise ModelBuildError(f"{label}: reads {len(in_shapes)} tensors, but {row.op} takes one")
+        module, out_shape = self.build_row(row, in_shapes, where, label)
+        if row.mults:
+            module.param_mults = row.mults
+        name = row.name or str(index)
+        if name in parts.shapes and name != str(index):
+            raise ModelBuildError(f"{label}: the name '{name}' is already used by an earlier row")
+        parts.shapes[name] = out_shape
+        parts.add(module, name, row_sources, is_multi)
+        parts.previous = name
+
+    def add_aux_head(self, parts: GraphParts, row: Row, index: int, where: str, top_level: bool) -> None:
+        """A side exit: no name, and the next row reads the row above this one."""
+        label = self.label(row, where)
+        row_sources, in_shapes = self.read(parts, row, label)
+        if not top_level:
+            raise ModelBuildError(f"{label}: aux_head rows belong in the model's top-level layers, not in a block")
+        module, out_shape, weight = self.build_aux_head(row, in_shapes, where, label)
+        parts.aux_shapes.append((label, out_shape))
+        parts.add(module, str(index), row_sources, False, weight)
 
     def build_aux_head(
         self, row: Row, in_shapes: Tuple[Shape, ...], where: str, label: str
@@ -271,7 +375,22 @@ class _Builder:
             else:
                 raise ModelBuildError(f"{self.source}, {where}: from must be a row name or a list of them, got {sources!r}")
         mults = {key: self.multiplier(args.pop(key), key, where) for key in MULT_KEYS if key in args}
-        return Row(op, args, None if name is None else str(name), sources, mults)
+        repeat = self.repeat_count(args.pop("repeat"), op, sources, where) if "repeat" in args else None
+        return Row(op, args, None if name is None else str(name), sources, mults, repeat)
+
+    def repeat_count(self, value: Any, op: str, sources: Optional[Tuple[str, ...]], where: str) -> int:
+        """A row's ``repeat``, checked: a whole number >= 1 on a row that can be chained to itself."""
+        label = f"{self.source}, {where} ({op})"
+        if op == AUX_HEAD:
+            raise ModelBuildError(f"{label}: an aux_head cannot repeat; it is a side exit, so write one row per head")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelBuildError(f"{label}: repeat must be a whole number >= 1, got {value!r}")
+        if value > 1 and sources is not None and len(sources) > 1:
+            raise ModelBuildError(
+                f"{label}: repeat chains copies, each reading the one before, so a row that reads "
+                f"{len(sources)} tensors (from: [{', '.join(sources)}]) cannot repeat"
+            )
+        return value
 
     def multiplier(self, value: Any, key: str, where: str) -> Tuple[float, float]:
         """A number, or [weights, biases], as a (weights, biases) pair."""
@@ -305,16 +424,59 @@ class _Builder:
 
     def build_block(self, row: Row, in_shapes: Tuple[Shape, ...], where: str, label: str) -> Tuple[nn.Module, Shape]:
         block = self.blocks[row.op] or {}
-        declared = [str(a) for a in block.get("args") or []]
-        unknown = sorted(set(row.args) - set(declared))
-        missing = [a for a in declared if a not in row.args]
+        if not isinstance(block, Mapping):
+            raise ModelBuildError(f"{label}: block {row.op} must be a mapping of args and layers, got {block!r}")
+        strange = sorted(set(block) - set(BLOCK_KEYS))
+        if strange:
+            raise ModelBuildError(
+                f"{label}: block {row.op} has {', '.join(strange)}; a block holds only: {', '.join(BLOCK_KEYS)}"
+            )
+        signature = self.block_signature(row.op, block, label)
+        unknown = sorted(set(row.args) - set(signature))
+        missing = [a for a, default in signature.items() if default is REQUIRED and a not in row.args]
         if unknown or missing:
             problem = f"unknown argument {', '.join(unknown)}" if unknown else f"missing argument {', '.join(missing)}"
-            raise ModelBuildError(f"{label}: {problem}; block {row.op} takes: {', '.join(declared) or 'nothing'}")
+            takes = ", ".join(a if d is REQUIRED else f"{a}={d}" for a, d in signature.items()) or "nothing"
+            raise ModelBuildError(f"{label}: {problem}; block {row.op} takes: {takes}")
         if len(in_shapes) != 1:
             raise ModelBuildError(f"{label}: a block reads one tensor, got {len(in_shapes)}")
-        layers = substitute(block.get("layers") or [], row.args)
+        bindings = {a: default for a, default in signature.items() if default is not REQUIRED}
+        bindings.update(row.args)
+        layers = substitute(block.get("layers") or [], bindings)
         return self.build_graph(layers, in_shapes[0], path=f"{where} > {row.op}.layers")
+
+    def block_signature(self, block_name: str, block: Mapping[str, Any], label: str) -> Dict[str, Any]:
+        """A block's ``args`` in order: name -> default, REQUIRED for an argument without one."""
+        signature = {}
+        for entry in block.get("args") or []:
+            if isinstance(entry, Mapping) and len(entry) == 1:
+                (name, default), = entry.items()
+                signature[str(name)] = default
+            elif isinstance(entry, (str, int)) and not isinstance(entry, bool):
+                signature[str(entry)] = REQUIRED
+            else:
+                raise ModelBuildError(
+                    f"{label}: block {block_name}'s args are names or {{name: default}}, got {entry!r}"
+                )
+        return signature
+
+
+def copies(row: Row, index: int, where: str) -> Iterator[Tuple[Row, str]]:
+    """The row itself, or its ``repeat`` copies: numbered names, each copy reading the one before."""
+    if row.repeat is None:
+        yield row, where
+        return
+    names = numbered(row.name or str(index), row.repeat)
+    for k, name in enumerate(names):
+        sources = row.sources if k == 0 else (names[k - 1],)
+        yield replace(row, name=name, sources=sources), f"{where} copy {k + 1}"
+
+
+def numbered(name: str, count: int) -> List[str]:
+    """``stage1`` -> stage1_1, stage1_2, ...; ``conv2_2`` -> conv2_2, conv2_3, ... (the first copy's name)."""
+    match = NUMBERED_NAME.fullmatch(name)
+    prefix, first = (match.group(1), int(match.group(2))) if match else (f"{name}_", 1)
+    return [f"{prefix}{first + k}" for k in range(count)]
 
 
 def substitute(value: Any, bindings: Mapping[str, Any]) -> Any:
@@ -346,5 +508,3 @@ def dry_run(module: nn.Module, in_shapes: Tuple[Shape, ...], multi_input: bool) 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-

@@ -1,9 +1,10 @@
 """The model zoo as a Markdown table: `python -m cnnbench.models.zoo`.
 
 The README's "Models" table is this command's output. Each model is built
-at its own input size (``input_size`` in its file; 1x32x32 digits for the
-files that take the dataset's) with 1000 classes for ImageNet-size inputs
-and 10 for 32x32 ones, and summarised by :func:`cnnbench.models.summary.summarize`.
+by :func:`cnnbench.create_model`: at its own input size (``input_size`` in
+its file; 1x32x32 digits for the files that take the dataset's) with 1000
+classes for ImageNet-size inputs and 10 for 32x32 ones, and summarised by
+:func:`cnnbench.models.summary.summarize`.
 """
 
 from __future__ import annotations
@@ -12,34 +13,27 @@ import sys
 from typing import Iterable, List
 
 import torch
-from omegaconf import OmegaConf
 
-from cnnbench.config import CONF_DIR
-from cnnbench.models.builder import build_model
+from cnnbench.models.api import create_model, list_models, model_spec
 from cnnbench.models.summary import scaled, summarize
-
-DEFAULT_INPUT = (1, 32, 32)  # the default dataset's (digits) shape, for files without input_size
 
 
 def zoo_names() -> List[str]:
-    return sorted(path.stem for path in (CONF_DIR / "model").glob("*.yaml"))
+    return list_models()
 
 
 def zoo_row(name: str) -> dict:
-    spec = OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")
-    shape = tuple(spec.get("input_size") or DEFAULT_INPUT)
-    classes = 1000 if shape[-1] >= 128 else 10
-    resolved = OmegaConf.to_container(OmegaConf.merge({"data": {"num_classes": classes}}, {"model": spec}).model, resolve=True)
-    rows = summarize(build_model(resolved, shape, source=f"conf/model/{name}.yaml"), shape)
-    published = resolved.get("published") or {}
+    model = create_model(name)
+    spec = model_spec(name)
+    rows = summarize(model, model.input_shape)
     return {
         "name": name,
-        "input": "x".join(map(str, shape)),
-        "classes": classes,
+        "input": "x".join(map(str, model.input_shape)),
+        "classes": model.output_shape[0],
         "params": sum(r.params for r in rows),
         "macs": sum(r.macs for r in rows),
-        "paper": short_reference(resolved.get("paper") or ""),
-        "published": published_accuracy(published),
+        "paper": short_reference(spec.get("paper") or ""),
+        "published": published_accuracy(spec.get("published") or {}),
     }
 
 
