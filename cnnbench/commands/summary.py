@@ -8,7 +8,7 @@ from dataclasses import asdict
 from omegaconf import DictConfig
 
 from cnnbench.config import input_shape
-from cnnbench.engine.build import model_for
+from cnnbench.models.api import model_from_config
 from cnnbench.models.summary import format_table, summarize
 from cnnbench.validate import validate
 
@@ -19,7 +19,7 @@ def summary_command(cfg: DictConfig) -> None:
     shape = tuple(options.input_size) if options.input_size else input_shape(cfg)
     if options.input_size:
         cfg.model.input_size = list(shape)
-    model = model_for(cfg)
+    model = model_from_config(cfg)
     rows = summarize(model, shape)
     if options.format == "json":
         print(json.dumps({

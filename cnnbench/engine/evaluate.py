@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.data.pipeline import loader_for
-from cnnbench.engine.build import model_for
 from cnnbench.engine.checkpoint import load_checkpoint, load_weights, write_json
 from cnnbench.engine.device import pick_device
 from cnnbench.engine.distributed import all_reduce_sum
 from cnnbench.engine.metrics import reported_ks, topk_hits
 from cnnbench.errors import UserError
 from cnnbench.models import main_logits
+from cnnbench.models.api import model_from_config
 from cnnbench.validate import validate
 
 log = logging.getLogger("cnnbench")
@@ -114,7 +114,7 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, eval_overrides: Sequence
         OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
     validate(run_cfg, "eval")  # the run's config with this command's changes, before any data or model
     device = pick_device(cfg.accelerator)
-    model = model_for(run_cfg).to(device)
+    model = model_from_config(run_cfg).to(device)
     load_weights(model, state)
     loader = loader_for(run_cfg, cfg.eval.split, device, train=False, crops=cfg.eval.crops)
     metrics = evaluate(model, loader, run_cfg.data.num_classes, per_class=True)

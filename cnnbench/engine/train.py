@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,6 @@ from cnnbench.config import input_shape, plain
 from cnnbench.data.loaders import Loader
 from cnnbench.data.pipeline import loader_for
 from cnnbench.engine import tensorboard
-from cnnbench.engine.build import model_for, seed_everything
 from cnnbench.engine.checkpoint import copy_file, load_weights, save_checkpoint, write_json, write_text
 from cnnbench.engine.distributed import (
     DistributedContext, all_gather_object, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, setup,
@@ -50,6 +50,7 @@ from cnnbench.engine.speed import Speed, speed_for
 from cnnbench.engine.state import TrainState
 from cnnbench.errors import UserError
 from cnnbench.models import Network, classification_loss, count_parameters, main_logits
+from cnnbench.models.api import model_from_config
 from cnnbench.models.summary import summarize
 
 log = logging.getLogger("cnnbench")
@@ -154,7 +155,7 @@ def build_run(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sou
             f"data.batch_size={cfg.data.batch_size} is larger than the training set "
             f"({len(train_loader.labels)} images); lower it"
         )
-    model = model_for(cfg, model_source).to(ctx.device)
+    model = model_from_config(cfg, model_source).to(ctx.device)
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
     macs = sum(row.macs for row in summarize(model, input_shape(cfg)))
@@ -166,6 +167,12 @@ def build_run(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_sou
     if ctx.world_size > 1:  # the same weights everywhere, but each process its own dropout masks
         torch.manual_seed(int(np.random.SeedSequence([cfg.seed, ctx.rank]).generate_state(1)[0]))
     return Run(cfg, ctx, run_dir, speed, train_loader, val_loader, views, model, step_model, optimizer, schedule, macs)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def restore(run: Run, state: TrainState, checkpoint: dict) -> None:

@@ -136,3 +136,12 @@ def build_options(name: str, options: Dict[str, Any]) -> BuildOptions:
     if not isinstance(lrn, bool):
         raise ZooError(f"model '{name}': lrn must be True or False, got {lrn!r}")
     return BuildOptions(dropout=None if dropout is None else float(dropout), lrn=lrn)
+
+
+def model_from_config(cfg, source: Optional[str] = None) -> Network:
+    """The network a composed run config describes (``cfg.model`` at the run's input
+    size), with the run's regularization switches applied; ``source`` names it in errors."""
+    from cnnbench.config import input_shape, plain
+
+    options = BuildOptions(dropout=cfg.regularization.dropout, lrn=cfg.regularization.lrn)
+    return build_model(plain(cfg.model), input_shape(cfg), options, source or f"model '{cfg.model.name}'")
