@@ -1,4 +1,9 @@
-"""The command line: help, command dispatch, and one-line config errors."""
+"""The command line: help, command dispatch, and one-line config errors.
+
+These are about the process itself (exit status, stderr, what --help and
+--cfg print), so they run the real CLI in a subprocess. Those that import
+torch before they fail take seconds each and are marked slow.
+"""
 
 from __future__ import annotations
 
@@ -56,23 +61,27 @@ def test_unknown_command(cli):
         ("trainer.epochs=ten", ("trainer.epochs", "'ten'")),
         ("model=alexnett", ("unknown model 'alexnett'", "lenet5")),
         ("regularization=strong", ("unknown regularization 'strong'", "alexnet", "none")),
-        ("data.batch_size=100000", ("data.batch_size=100000", "larger than the training set")),
-        ("trainer.devices=-1", ("trainer.devices=-1", "no CUDA GPU")),
-        ("trainer.devices=0", ("trainer.devices must be",)),
-        ("augment=alexnet", ("augment=alexnet", "folder dataset", "data=digits")),
+        pytest.param("data.batch_size=100000", ("data.batch_size=100000", "larger than the training set"),
+                     marks=pytest.mark.slow),
+        pytest.param("trainer.devices=-1", ("trainer.devices=-1", "no CUDA GPU"), marks=pytest.mark.slow),
+        pytest.param("trainer.devices=0", ("trainer.devices must be",), marks=pytest.mark.slow),
+        pytest.param("augment=alexnet", ("augment=alexnet", "folder dataset", "data=digits"), marks=pytest.mark.slow),
     ],
 )
-def test_config_mistakes_fail_in_one_line(cli, override, fragments):
+def test_config_mistakes_fail_in_one_line(cli, override, fragments, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # "no CUDA GPU" on a machine with one too
     assert_one_line_error(cli("train", override), *fragments)
     assert not list(cli.cwd.glob("outputs/**/checkpoints")), "nothing may be trained"
 
 
+@pytest.mark.slow
 def test_eval_needs_a_checkpoint(cli):
     assert_one_line_error(cli("eval"), "checkpoint=PATH")
     assert_one_line_error(cli("eval", "checkpoint=missing.pt"), "missing.pt", "does not exist")
     assert_one_line_error(cli("eval", "checkpoint=a.pt", "run=b"), "not both")
 
 
+@pytest.mark.slow
 def test_eval_rejects_a_file_that_is_not_a_checkpoint(cli):
     (cli.cwd / "notes.pt").write_text("not a checkpoint")
     assert_one_line_error(cli("eval", "checkpoint=notes.pt"), "cannot read checkpoint", "notes.pt")

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
-from cnnbench.config import CONF_DIR
-from cnnbench.models import build_model
+from cnnbench.models import build_model, create_model
 from cnnbench.models.summary import summarize
 
 
 def zoo_model(name: str, input_shape, num_classes: int):
-    cfg = OmegaConf.merge({"data": {"num_classes": num_classes}}, {"model": OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")})
-    return build_model(OmegaConf.to_container(cfg.model, resolve=True), input_shape)
+    return create_model(name, num_classes, input_size=list(input_shape))
 
 
 def test_lenet5_rows_by_hand():
@@ -44,21 +41,19 @@ def test_macs_agree_with_torchvision(name, gmacs, params):
     assert sum(r.params for r in rows) == params
 
 
-def test_summary_command_prints_json(cli):
-    result = cli("summary", "summary.format=json", "summary.input_size=[3,32,32]", "model=lenet5")
-    assert result.returncode == 0, result.stderr
+def test_summary_command_prints_json(run):
+    result = run("summary", "summary.format=json", "summary.input_size=[3,32,32]", "model=lenet5")
     report = json.loads(result.stdout)
     assert report["input_size"] == [3, 32, 32]
     assert report["params"] == 61706 + 6 * 5 * 5 * 2  # C1 now reads three channels
     assert report["macs"] == sum(layer["macs"] for layer in report["layers"])
     assert report["flops"] == 2 * report["macs"]
     assert report["layers"][0]["output"] == [6, 28, 28]
-    assert not list(cli.cwd.iterdir()), "summary writes no files"
+    assert not list(run.cwd.iterdir()), "summary writes no files"
 
 
-def test_summary_table_and_errors(cli):
-    result = cli("summary")
-    assert result.returncode == 0, result.stderr
+def test_summary_table_and_errors(run, cli):
+    result = run("summary")
     assert "C1" in result.stdout and "MACs 416,520" in result.stdout and "params 61,706" in result.stdout
     bad = cli("summary", "summary.format=yaml")
     assert bad.returncode == 2 and "summary.format 'yaml'" in bad.stderr and "Traceback" not in bad.stderr

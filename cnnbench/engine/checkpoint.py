@@ -154,9 +154,10 @@ def load_weights(model: torch.nn.Module, state: dict) -> None:
 
 def rng_state() -> dict:
     """Every global random stream a training step draws from (dropout, DropConnect, ...),
-    as tensors and plain values (what a ``weights_only`` load accepts)."""
+    as tensors and plain values (what a ``weights_only`` load accepts). numpy's uint32
+    key goes as int64: torch's uint32 tensors do not survive pickling between processes."""
     kind, keys, position, has_gauss, gauss = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.copy()), position, has_gauss, gauss],
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -166,7 +167,7 @@ def rng_state() -> dict:
 def restore_rng(state: dict) -> None:
     random.setstate(state["python"])
     kind, keys, position, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), position, has_gauss, gauss))
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

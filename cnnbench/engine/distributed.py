@@ -40,8 +40,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -251,11 +253,25 @@ def launch(n_processes: int, fn: Callable, *args: Any) -> List[Any]:
             logs_specs=DefaultLogsSpecs(log_dir=logs),
         )
         try:
-            with quiet_launcher_logs():
+            with quiet_launcher_logs(), own_signal_handlers():
                 results = elastic_launch(config, run_worker)(fn, *args)
         except ChildFailedError as err:
             raise worker_error(err, logs) from None
     return [results[rank] for rank in range(n_processes)]
+
+
+@contextmanager
+def own_signal_handlers() -> Iterator[None]:
+    """Put back this process's signal handlers after the launcher, which installs its
+    own (that raise SignalException) and leaves them behind when it returns."""
+    names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+    saved = {sig: signal.getsignal(sig) for sig in (getattr(signal, n, None) for n in names) if sig is not None}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
 
 CHAINED = "\n\nThe above exception was the direct cause of the following exception:"
