@@ -10,14 +10,16 @@ import json
 import pytest
 import torch
 
-CPU = "trainer.accelerator=cpu"
+# fp32 on every CPU: the comparison is of DDP against one process, at fp32's rounding
+# (trainer.precision=auto would pick bf16 on a CPU that has it, with bf16's rounding).
+CPU = ("trainer.accelerator=cpu", "trainer.precision=fp32")
 
 
 @pytest.mark.slow
 def test_two_processes_follow_the_one_process_run(run, capfd):
-    run("train", "trainer.epochs=1", CPU, "hydra.run.dir=single")
+    run("train", "trainer.epochs=1", *CPU, "hydra.run.dir=single")
     capfd.readouterr()
-    ddp = run("train", "trainer.epochs=1", "trainer.devices=2", CPU, "hydra.run.dir=ddp")
+    ddp = run("train", "trainer.epochs=1", "trainer.devices=2", *CPU, "hydra.run.dir=ddp")
     stdout = ddp.stdout + capfd.readouterr().out  # the first worker logs the run
     assert "cpu x 2 processes" in stdout
     assert stdout.count("epoch 1/1") == 1, "only the first process logs"
@@ -35,7 +37,7 @@ def test_two_processes_follow_the_one_process_run(run, capfd):
 
 @pytest.mark.slow
 def test_a_mistake_in_a_worker_is_one_line(cli):
-    result = cli("train", "trainer.epochs=1", "trainer.devices=2", "data.batch_size=63", CPU, "hydra.run.dir=bad")
+    result = cli("train", "trainer.epochs=1", "trainer.devices=2", "data.batch_size=63", *CPU, "hydra.run.dir=bad")
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr

@@ -1,6 +1,7 @@
 """Speed switches: precision, channels-last; the defaults per device."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from cnnbench.config import TrainerConfig
-from cnnbench.engine.speed import speed_for
+from cnnbench.engine import speed as speed_module
+from cnnbench.engine.speed import cpu_has_native_bf16, speed_for
 from cnnbench.errors import UserError
 
 
@@ -19,11 +21,31 @@ def trainer(**values):
     return cfg
 
 
-def test_cpu_defaults_are_plain_fp32():
+def test_cpu_defaults_are_plain_fp32_without_hardware_bf16(monkeypatch):
+    monkeypatch.setattr(speed_module, "cpu_has_native_bf16", lambda: False)
     speed = speed_for(trainer(), torch.device("cpu"))
     assert speed.precision == "fp32" and not speed.channels_last and not speed.scaler.is_enabled()
+    assert "no bf16 in hardware" in speed.reason
     x = torch.zeros(2, 3, 4, 4)
     assert speed.to_input(x) is x
+
+
+def test_cpu_defaults_are_bf16_and_channels_last_with_hardware_bf16(monkeypatch):
+    monkeypatch.setattr(speed_module, "cpu_has_native_bf16", lambda: True)
+    speed = speed_for(trainer(), torch.device("cpu"))
+    assert speed.precision == "bf16" and speed.channels_last and not speed.scaler.is_enabled()
+    assert "bf16 in hardware" in speed.reason
+    # An explicit choice wins over the hardware's: fp32 keeps the default layout.
+    explicit = speed_for(trainer(precision="fp32"), torch.device("cpu"))
+    assert explicit.precision == "fp32" and not explicit.channels_last and explicit.reason == "set by trainer.precision"
+
+
+def test_hardware_bf16_probe_agrees_with_the_cpu_flags():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    flags = cpuinfo.read_text().split()
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def test_bf16_autocast_on_cpu():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cnnbench.engine.checkpoint import atomic_write, save_checkpoint
+from cnnbench.engine.speed import cpu_has_native_bf16
 from cnnbench.errors import UserError
 from tests.conftest import run_command
 
@@ -67,7 +68,10 @@ def test_tensorboard_has_scalars_filters_and_hparams(trained_run):
 def test_results_describe_the_run(trained_run):
     _, run_dir = trained_run
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["macs"] == 416520 and results["precision"] == "fp32"
+    # trainer.precision=auto on the CPU: bf16 where the CPU has it in hardware, else fp32.
+    expected = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert results["macs"] == 416520 and results["precision"] == expected
+    assert results["precision_reason"].startswith("trainer.precision=auto")
     assert results["device"].startswith("cpu") and results["versions"]["torch"] == torch.__version__
     assert len(results["config_hash"]) == 16 and "git_commit" in results
 
