@@ -4,7 +4,8 @@ Each command is a Hydra app whose primary config is ``conf/<command>.yaml``,
 so the whole Hydra command line works after the command word: overrides
 (``optim.lr=0.1``, ``+key=v``, ``~key``), ``-m`` sweeps, ``--cfg job``,
 ``--help``, ``-cn``. Mistakes in that command line end in one line on
-stderr and exit status 2.
+stderr and exit status 2; a run stopped by a signal (checkpoint saved,
+resumable) exits with status 3 (cnnbench/errors.py).
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import tempfile
 from typing import Callable, Optional, Sequence
 
 from cnnbench import __version__
-from cnnbench.errors import UserError
+from cnnbench.errors import EXIT_USER_ERROR, UserError
 
 # command -> (one-line description, "module:function" run inside Hydra)
 COMMANDS = {
     "train": ("train a model, evaluating top-1/top-5 every epoch", "cnnbench.commands.train:train_command"),
     "eval": ("evaluate a saved checkpoint (checkpoint=PATH)", "cnnbench.commands.eval:eval_command"),
     "summary": ("per-layer table of a model: shapes, params, MACs, receptive field", "cnnbench.commands.summary:summary_command"),
-    "bench": ("measure training and inference speed", None),
-    "report": ("collect run folders into one results table", None),
+    "bench": ("images/s, step time, memory and FLOP/s of a model's step (model=NAME)", "cnnbench.commands.bench:bench_command"),
+    "report": ("one table of a sweep's groups: mean ± std over seeds, deltas with 95% CIs, plots", "cnnbench.commands.report:report_command"),
 }
 
 USAGE = """usage: cnnbench <command> [overrides...] [hydra flags...]
@@ -63,12 +64,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _, target = COMMANDS[command]
     if target is None:
         return fail(f"cnnbench {command}", "this command is not available in this version yet")
+    if command == "report":  # `cnnbench report DIR...`: Hydra takes key=value only, so bare folders become report.paths
+        from cnnbench.commands.report import paths_as_override
+
+        hydra_args = paths_as_override(hydra_args)
     try:
         run_hydra_app(command, target, hydra_args)
     except UserError as err:
         return fail(f"cnnbench {command}", str(err))
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves and exits 3), or twice
+        print(f"cnnbench {command}: interrupted", file=sys.stderr)
+        return 130  # the shell's status for a process ended by SIGINT
     except Exception as err:  # noqa: BLE001 - only config/CLI errors are caught below
-        message = explain_config_error(err, command)
+        message = explain_config_error(err, command) or explain_os_error(err)
         if message is None or os.environ.get("CNNBENCH_TRACEBACK"):
             raise
         return fail(f"cnnbench {command}", message)
@@ -77,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def fail(prog: str, message: str) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
-    return 2
+    return EXIT_USER_ERROR
 
 
 def load_task(target: str) -> Callable:
@@ -102,6 +110,14 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
         # A user mistake found inside the job ends the process here, so Hydra
         # adds no "Error executing job" report around the one line.
         try:
+            check_config(cfg, command)
+        except UserError as err:
+            if command == "train":  # Hydra made the run folder already; nothing ran in it
+                from cnnbench.commands.resume import discard_job_folder
+
+                discard_job_folder()
+            raise SystemExit(fail(f"cnnbench {command}", str(err))) from None
+        try:
             # Imported here, after Hydra has composed and checked the config:
             # torch and friends take seconds to import, a config mistake none.
             return load_task(target)(cfg)
@@ -109,7 +125,7 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
             fail(f"cnnbench {command}", str(err))
         except (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue) as err:
             fail(f"cnnbench {command}", f"the config has no value for '{err.full_key}', which this command needs")
-        raise SystemExit(2)
+        raise SystemExit(EXIT_USER_ERROR)
 
     app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=command)(job)
     if command == "train":
@@ -131,6 +147,63 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
         sys.argv = saved_argv
 
 
+def check_config(cfg, command: str) -> None:
+    """Refuse what Hydra lets through but no code would read: a key the schema does not have
+    (``+optim.new_key=1``, ``++x=1``: Hydra adds keys to a structured config on request), a
+    broken interpolation, and a ``???`` left unset. Each would otherwise be ignored or fail late."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+    from cnnbench.config import SCHEMAS
+
+    unknown = unknown_keys(cfg, SCHEMAS.get(command))
+    if unknown:
+        raise UserError(unknown_key_message(unknown[0], command) + "; remove it from the command line or config")
+    missing = missing_keys(cfg)
+    if missing:
+        raise UserError(f"{missing[0]} has no value (???); give it one, e.g. {missing[0]}=VALUE")
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise UserError(f"{err.full_key} has no value (???); give it one, e.g. {err.full_key}=VALUE") from None
+    except InterpolationResolutionError as err:
+        raise UserError(f"{err.full_key}: {first_line(str(err))}; fix the ${{...}} reference or give a value") from None
+
+
+def missing_keys(node, prefix: str = "") -> list[str]:
+    """The keys left ``???``, found without resolving anything (a broken reference elsewhere
+    would raise first)."""
+    from omegaconf import OmegaConf
+
+    found = []
+    keys = node.keys() if OmegaConf.is_dict(node) else range(len(node))
+    for key in keys:
+        child = node._get_node(key)
+        where = f"{prefix}{key}" if OmegaConf.is_dict(node) else f"{prefix.rstrip('.')}[{key}]"
+        if child._is_missing():
+            found.append(where)
+        elif OmegaConf.is_config(child) and not child._is_none() and not child._is_interpolation():
+            found += missing_keys(child, f"{where}.")
+    return found
+
+
+def unknown_keys(node, schema, prefix: str = "") -> list[str]:
+    """The keys of ``node`` (a composed config) that ``schema`` (a dataclass) has no field for;
+    below a field that is not a dataclass (a dict of blocks, a list of layers) anything goes."""
+    from omegaconf import OmegaConf
+
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return []
+    fields, found = field_types(schema), []
+    for key in node.keys():
+        child = node._get_node(key)  # the node itself: reading the value would resolve it
+        if key not in fields:
+            found.append(f"{prefix}{key}")
+        elif dataclasses.is_dataclass(fields[key]) and OmegaConf.is_dict(child):
+            found += unknown_keys(child, fields[key], f"{prefix}{key}.")
+    return found
+
+
 def explain_config_error(err: BaseException, command: str) -> Optional[str]:
     """One line for a Hydra/OmegaConf error caused by the command line or a config file.
 
@@ -139,6 +212,10 @@ def explain_config_error(err: BaseException, command: str) -> Optional[str]:
     from hydra.errors import HydraException, MissingConfigException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+    from cnnbench.errors import yaml_syntax_message
+
+    if yaml_syntax_message(err):
+        return yaml_syntax_message(err)
     if isinstance(err, MissingConfigException):
         group, _, choice = (err.missing_cfg_file or "").rpartition("/")
         if group and err.options is not None:
@@ -158,6 +235,14 @@ def explain_config_error(err: BaseException, command: str) -> Optional[str]:
     if cause is not None and cause is not err:
         return f"{first_line(str(err))} {first_line(str(cause))}"
     return first_line(str(err))
+
+
+def explain_os_error(err: BaseException) -> Optional[str]:
+    """One line for a folder Hydra could not make or write (the run folder, its record, its log)."""
+    if not isinstance(err, OSError) or not err.filename:
+        return None
+    return (f"cannot write {err.filename}: {err.strerror or err}; run from a folder you can write to, "
+            "or choose one with hydra.run.dir=PATH (hydra.sweep.dir=PATH for -m)")
 
 
 def enum_choices(err) -> Optional[list[str]]:

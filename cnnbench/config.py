@@ -108,6 +108,11 @@ class SummaryFormat(Choice):
     json = "json"
 
 
+class BenchMode(Choice):
+    train = "train"
+    infer = "infer"
+
+
 # eval.crops: an int, so not an Enum; cnnbench/validate.py checks it.
 CROP_COUNTS = (1, 2, 10, 144)
 # In-memory images are already the network's input size: only them and their mirrors.
@@ -345,6 +350,59 @@ class SummaryCommandConfig(TrainConfig):
     summary: SummaryOptions = field(default_factory=SummaryOptions)
 
 
+@dataclass
+class BenchOptions:
+    # train: forward, backward and optimizer step (the loop's own step); infer: forward only.
+    mode: BenchMode = BenchMode.train
+    # Steps run before timing (cudnn autotuning, allocator warm-up, compilation).
+    warmup_steps: int = 5
+    # Timed windows of `steps` steps each; the device is synchronised at window ends only.
+    windows: int = 5
+    steps: int = 10
+    # Also time a bare hand-written loop (fp32, default layout, eager) on the same network
+    # and print the ratio.
+    baseline: bool = False
+    # table | json
+    format: SummaryFormat = SummaryFormat.table
+
+
+@dataclass
+class BenchCommandConfig(TrainConfig):
+    """`cnnbench bench` composes the same groups as `train` (the model, data shape, trainer
+    speed switches, optimizer), plus its own options."""
+
+    run_name: str = "bench"
+    bench: BenchOptions = field(default_factory=BenchOptions)
+
+
+class ReportFormat(Choice):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@dataclass
+class ReportOptions:
+    # Sweep or run folders, searched recursively for run folders (those with a config.yaml);
+    # `cnnbench report DIR...` fills it from the bare arguments.
+    paths: List[str] = field(default_factory=list)
+    # The group the others are compared with, as KEY=VALUE[,KEY=VALUE] of varying keys
+    # (e.g. regularization.lrn=true); null: the first group found.
+    baseline: Optional[str] = None
+    # Where report.md, report.csv, the plots and tb_report/ go; null: the first of `paths`.
+    out: Optional[str] = None
+    # What is printed: table | json | csv.
+    format: ReportFormat = ReportFormat.table
+    # More dotted config keys (or key prefixes) that never split groups, e.g. [trainer.epochs].
+    ignore: List[str] = field(default_factory=list)
+
+
+@dataclass
+class ReportCommandConfig:
+    run_name: str = "report"
+    report: ReportOptions = field(default_factory=ReportOptions)
+
+
 def plain(cfg) -> Any:
     """A config as plain, resolved Python values (choices as strings): what is stored
     in checkpoints, config files and results, and sent to other processes."""
@@ -360,7 +418,8 @@ def input_shape(cfg) -> tuple:
     return (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
 
 
-SCHEMAS = {"train": TrainConfig, "eval": EvalCommandConfig, "summary": SummaryCommandConfig}
+SCHEMAS = {"train": TrainConfig, "eval": EvalCommandConfig, "summary": SummaryCommandConfig, "bench": BenchCommandConfig,
+           "report": ReportCommandConfig}
 
 
 def register_schemas() -> None:

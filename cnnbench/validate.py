@@ -252,10 +252,19 @@ def check_summary(cfg: DictConfig) -> None:
 
 
 Rule = Callable[[DictConfig], None]
+def check_bench(cfg: DictConfig) -> None:
+    bench = cfg.bench
+    for key in ("warmup_steps", "windows", "steps"):
+        require(bench[key] >= (0 if key == "warmup_steps" else 1),
+                f"bench.{key} must be at least {0 if key == 'warmup_steps' else 1}, got {bench[key]}")
+
+
 RULES: Dict[str, Tuple[Rule, ...]] = {
     "train": (check_seed, check_trainer, check_optim, check_schedule, check_data, check_model, check_folder_input,
               check_augment, check_eval),
     "eval": (check_data, check_model, check_folder_input, check_eval),
     # summary builds the model alone: no data is read, so no folder-data rules.
     "summary": (check_data_shape, check_model, check_summary),
+    # bench times the model on random inputs of the data's shape with the run's trainer and optimizer.
+    "bench": (check_seed, check_trainer, check_optim, check_schedule, check_data_shape, check_model, check_bench),
 }

@@ -87,5 +87,5 @@ def test_eval_rejects_a_file_that_is_not_a_checkpoint(cli):
     assert_one_line_error(cli("eval", "checkpoint=notes.pt"), "cannot read checkpoint", "notes.pt")
 
 
-def test_commands_not_yet_available_say_so(cli):
-    assert_one_line_error(cli("report"), "not available")
+def test_report_needs_folders(cli):
+    assert_one_line_error(cli("report"), "name the sweep or run folders")

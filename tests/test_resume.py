@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cnnbench.errors import EXIT_STOPPED
 from tests.conftest import run_command
 
 # NIN on small synthetic images: dropout and crop/flip augmentation draw random
@@ -83,8 +84,9 @@ def test_sigterm_saves_and_stops_cleanly_then_resumes(tmp_path, uninterrupted):
     wait_for_mid_epoch_checkpoint(tmp_path / "run", process)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 0, stderr
+    assert process.returncode == EXIT_STOPPED, stderr  # "stopped, resumable": not a finished run
     assert "stopped by SIGTERM" in stdout and "trainer.resume=" in stdout
+    assert not (tmp_path / "run" / "results.json").exists(), "a stopped run has no results"
     stopped = final_weights(tmp_path / "run")
     assert stopped["progress"]["step"] > 0, "saved at the step boundary after the signal"
     run_command(*RUN, "trainer.resume=auto", "hydra.run.dir=run", cwd=tmp_path)

@@ -10,6 +10,12 @@ TensorBoard events and the log all carry on where they were.
   each job's folder of a sweep given with ``hydra.sweep.dir``), else the
   newest run under ``./outputs`` of the same model on the same data.
 
+A resumed run does not rewrite the run's ``.hydra/`` record (the command
+line that started it): the CLI sets ``hydra.output_subdir=null`` for it, and
+each resume's command line is appended to ``<run>/resume_history.yaml``.
+A command line that is not a resume never trains into a folder that already
+holds a run (checkpoints/ or results.json).
+
 The resumed run keeps the run's own config. Only where and how it runs may
 change on the resuming command line (``trainer.*``, ``eval.*``, and where
 the data lives); any other override must agree with the run, so a run never
@@ -18,17 +24,22 @@ ends with settings it did not start with.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnbench.engine.preemption import hydra_quoted
 from cnnbench.errors import UserError
 
 LAST = Path("checkpoints") / "last.pt"
 # Flags of command lines that start no run, or sweep (each job finds its own folder).
 LEAVE_ALONE = {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i"}
 # What a resuming command line may change: how and where the run goes on.
+# What Hydra writes into a run folder before the command starts (the record and the log).
+HYDRA_RECORD, LOG_FILE = ".hydra", "train.log"
 MAY_CHANGE = ("trainer.", "eval.", "data.root", "data.download", "data.workers", "data.gpu_decode",
               "data.on_corrupt", "data.eval_batch_size")
 
@@ -43,27 +54,87 @@ def checkpoint_to_resume(resume: str, run_dir: Path) -> Path:
 
 
 def continue_in_run_folder(hydra_args: List[str]) -> List[str]:
-    """The command line with ``hydra.run.dir`` pointed at the run that ``trainer.resume`` continues."""
-    if any(arg in LEAVE_ALONE or arg.startswith("hydra.run.dir=") for arg in hydra_args):
+    """The command line with ``hydra.run.dir`` pointed at the run that ``trainer.resume`` continues,
+    and Hydra's record left as the run first wrote it; a new run refused in a folder in use."""
+    if any(arg in LEAVE_ALONE for arg in hydra_args):
         return hydra_args
-    values = [arg.split("=", 1)[1] for arg in hydra_args if arg.startswith("trainer.resume=")]
-    value = values[-1].strip("'\"") if values else ""
-    if value in ("", "null"):
+    run_dir, resume = override_value(hydra_args, "hydra.run.dir"), override_value(hydra_args, "trainer.resume")
+    if resume in (None, ""):
+        if run_dir is not None and run_folder_in_use(Path(run_dir)):
+            raise UserError(folder_in_use_message(Path(run_dir)))
         return hydra_args
-    if value == "auto":
-        folder = newest_run_of(*model_and_data(hydra_args))
-    else:
-        path = Path(value)
-        if path.is_dir() and (path / LAST).is_file():
-            folder = path
-        elif path.is_file() and path.parent.name == LAST.parent.name and (path.parent.parent / "config.yaml").is_file():
-            folder = path.parent.parent  # a checkpoint inside a run folder
-        elif path.is_file():
-            return hydra_args  # a checkpoint on its own: the run goes on in a new folder
-        else:
-            raise UserError(f"trainer.resume={path}: no such checkpoint file, or run folder with {LAST}")
-    quoted = str(folder).replace("\\", "\\\\").replace("'", "\\'")
-    return [*hydra_args, f"hydra.run.dir='{quoted}'"]
+    # A resumed run keeps .hydra/ as it was first written (the command line that started it).
+    keep_record = "hydra.output_subdir=null"
+    if run_dir is not None:
+        return [*hydra_args, keep_record] if (Path(run_dir) / LAST).is_file() else hydra_args
+    folder = run_folder_of(resume, hydra_args)
+    if folder is None:
+        return hydra_args  # a checkpoint on its own: the run goes on in a new folder
+    return [*hydra_args, f"hydra.run.dir={hydra_quoted(str(folder))}", keep_record]
+
+
+def run_folder_of(resume: str, hydra_args: List[str]) -> Optional[Path]:
+    """The run folder ``trainer.resume=RESUME`` continues; None for a checkpoint kept outside one."""
+    if resume == "auto":
+        return newest_run_of(*model_and_data(hydra_args))
+    path = Path(resume)
+    if path.is_dir() and (path / LAST).is_file():
+        return path
+    if path.is_file() and path.parent.name == LAST.parent.name and (path.parent.parent / "config.yaml").is_file():
+        return path.parent.parent  # a checkpoint inside a run folder
+    if path.is_file():
+        return None
+    raise UserError(f"trainer.resume={path}: no such checkpoint file, or run folder with {LAST}")
+
+
+def override_value(hydra_args: List[str], key: str) -> Optional[str]:
+    """The value the last ``key=...`` of the command line gives, as Hydra reads it (quotes
+    and escapes undone); None when it is absent, null, or not a plain value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [arg for arg in hydra_args if arg.split("=", 1)[0].lstrip("+~") == key and "=" in arg]
+    if not given:
+        return None
+    try:
+        value = OverridesParser.create().parse_overrides([given[-1]])[0].value()
+    except Exception:  # noqa: BLE001 - a malformed override: Hydra reports it in one line later
+        return None
+    return value if isinstance(value, str) else None
+
+
+def run_folder_in_use(folder: Path) -> bool:
+    """Whether ``folder`` already holds a run, which a new run would overwrite."""
+    return (folder / LAST.parent).is_dir() or (folder / "results.json").exists()
+
+
+def folder_in_use_message(folder: Path) -> str:
+    return (f"{folder} already holds a run (checkpoints/ or results.json); continue it with "
+            f"trainer.resume={hydra_quoted(str(folder))}, or choose another folder (hydra.run.dir=PATH)")
+
+
+def discard_job_folder() -> bool:
+    """discard_unused_run_folder for the folder of the Hydra job running now."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return discard_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
+
+
+def discard_unused_run_folder(folder: Path) -> bool:
+    """Remove the run folder Hydra made for a run that failed before writing anything (only
+    ``.hydra/`` and an empty log), and its parents that this left empty; True if removed."""
+    folder = Path(folder)
+    if not folder.is_dir() or not set(os.listdir(folder)) <= {HYDRA_RECORD, LOG_FILE}:
+        return False
+    log_file = folder / LOG_FILE
+    if log_file.exists() and log_file.stat().st_size > 0:
+        return False
+    shutil.rmtree(folder)
+    cwd, parent = Path.cwd().resolve(), folder.resolve().parent
+    # outputs/<date>/ made for this run alone; never the current folder or above it.
+    while parent != cwd and cwd in parent.parents and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+    return True
 
 
 def resumed_config(run_config: dict, new: DictConfig, overrides: List[str]) -> DictConfig:

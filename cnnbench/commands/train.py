@@ -2,56 +2,108 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import logging.config
 import os
+import shlex
 import signal
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
-from cnnbench.commands.resume import checkpoint_to_resume, resumed_config
+from cnnbench.commands.resume import (
+    LAST, checkpoint_to_resume, discard_unused_run_folder, folder_in_use_message, resumed_config, run_folder_in_use,
+)
 from cnnbench.config import plain
-from cnnbench.engine.checkpoint import load_checkpoint
+from cnnbench.engine.checkpoint import load_checkpoint, write_text
 from cnnbench.engine.distributed import launch
-from cnnbench.engine.preemption import Preempted
-from cnnbench.engine.train import train
-from cnnbench.errors import UserError
+from cnnbench.engine.preemption import Preempted, resume_command
+from cnnbench.engine.train import check_unfinished, train
+from cnnbench.errors import EXIT_STOPPED, UserError
 from cnnbench.validate import validate
 
 log = logging.getLogger("cnnbench")
+# Each resume's command line, oldest first; .hydra/ keeps the command line that started the run.
+RESUME_HISTORY = "resume_history.yaml"
 
 
 def train_command(cfg: DictConfig) -> Optional[float]:
     hydra_cfg = HydraConfig.get()
-    model_file = hydra_cfg.runtime.choices.get("model")
-    source = f"conf/model/{model_file}.yaml" if model_file else None
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        cfg, checkpoint = prepare_run(cfg, hydra_cfg, run_dir)
+    except Exception:
+        discard_unused_run_folder(run_dir)  # refused before training: leave no trace
+        raise
+    try:
+        results = run_processes(cfg, hydra_cfg, run_dir, checkpoint)
+    except Exception as err:
+        if not discard_unused_run_folder(run_dir):
+            # The console shows the error (stderr); the run's own record must say why it ended too.
+            note_in_log_file(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+        raise
+    if results is None:  # stopped by a signal: stop the whole command, a sweep's later jobs too
+        raise SystemExit(EXIT_STOPPED)
+    return results["top1"]  # what a Hydra sweeper optimises
+
+
+def prepare_run(cfg: DictConfig, hydra_cfg, run_dir: Path) -> Tuple[DictConfig, Optional[dict]]:
+    """The config the run goes on with and the checkpoint it resumes from, every refusal made
+    before anything is written."""
     checkpoint = None
     if cfg.trainer.resume:
         checkpoint = load_checkpoint(checkpoint_to_resume(cfg.trainer.resume, run_dir))
         cfg = resumed_config(checkpoint["config"], cfg, list(hydra_cfg.overrides.task))
+    elif run_folder_in_use(run_dir):  # e.g. a sweep's job folder, or two runs started in the same second
+        raise UserError(folder_in_use_message(run_dir))
     validate(cfg)
+    if checkpoint is not None:
+        check_unfinished(checkpoint["progress"]["epoch"], cfg, run_dir, checkpoint["path"])
+        if (run_dir / LAST).is_file():
+            record_resume(run_dir, list(hydra_cfg.overrides.task))
+    return cfg, checkpoint
+
+
+def run_processes(cfg: DictConfig, hydra_cfg, run_dir: Path, checkpoint: Optional[dict]) -> Optional[dict]:
+    """The run's results, from this process or the trainer.devices it starts; None when stopped."""
+    model_file = hydra_cfg.runtime.choices.get("model")
+    source = f"conf/model/{model_file}.yaml" if model_file else None
     devices = process_count(cfg.trainer)
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         # trainer.devices=N: start N workers the way torchrun would; this
         # process owns the run folder and waits for them.
         log_config = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
-        config = plain(cfg)
         try:
-            results = launch(devices, train_worker, config, str(run_dir), source, log_config)[0]
+            return launch(devices, train_worker, plain(cfg), str(run_dir), source, log_config)[0]
         except SignalException as stop:  # this process was told to stop; the workers saved and stopped
-            log.info(f"stopped by {signal_name(stop.sigval)}; continue with: cnnbench train trainer.resume={run_dir}")
-            raise SystemExit(0) from None
-    else:
-        results = train_worker(cfg, str(run_dir), source, checkpoint=checkpoint)
-    if results is None:  # preempted: stop the whole command, a sweep's later jobs too
-        raise SystemExit(0)
-    return results["top1"]  # what a Hydra sweeper optimises
+            log.info(f"stopped by {signal_name(stop.sigval)}; continue with: {resume_command(run_dir)}")
+            return None
+    return train_worker(cfg, str(run_dir), source, checkpoint=checkpoint)
+
+
+def record_resume(run_dir: Path, overrides: List[str]) -> None:
+    """Append this resume's command line to <run>/resume_history.yaml (.hydra/ keeps the first one's)."""
+    history = run_dir / RESUME_HISTORY
+    entries = OmegaConf.to_container(OmegaConf.load(history)) if history.is_file() else []
+    entries.append({
+        "at": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["cnnbench", "train", *(shlex.quote(o) for o in overrides)]),
+        "overrides": overrides,
+    })
+    write_text(history, OmegaConf.to_yaml(OmegaConf.create(entries)))
+
+
+def note_in_log_file(message: str) -> None:
+    """``message`` in the run's train.log only: the console already has it, on stderr."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[dict] = None,

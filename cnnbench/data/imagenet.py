@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -252,6 +253,15 @@ class EpochSampler(Sampler):
 # --------------------------------------------------------------------------- batches
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In each DataLoader worker: a stop signal sent to the whole process group (a scheduler's
+    SIGTERM, Ctrl-C's SIGINT, SIGUSR1) is the main process's to handle; it saves at the next
+    step and then shuts the workers down. A worker killed by it would end the run instead."""
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 class FolderLoader(Loader):
     """Iterates normalised (images, labels) batches of a folder split on ``device``.
 
@@ -306,6 +316,7 @@ class FolderLoader(Loader):
             pin_memory=device.type == "cuda" and not decode_in_main,
             drop_last=train,
             persistent_workers=workers > 0,
+            worker_init_fn=ignore_stop_signals if workers > 0 else None,
             # Its own generator: starting an epoch's iterator must not draw from the
             # global stream that dropout uses, or a run resumed mid-epoch would drift.
             # (Workers' random draws come from per-image seeds, not from this.)

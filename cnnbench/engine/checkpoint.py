@@ -48,6 +48,16 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def remove_partial_writes(folder: Path) -> None:
+    """Delete the temporary files (``.<name>.*.tmp``, see atomic_write) that a process killed
+    mid-write left in a run folder and its checkpoints/; only one process writes a run folder,
+    so none of them is still being written."""
+    for where in (Path(folder), Path(folder) / "checkpoints"):
+        for partial in where.glob(".*.tmp") if where.is_dir() else ():
+            if partial.is_file():
+                partial.unlink(missing_ok=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -54,7 +54,12 @@ class TrainState:
     history: List[dict] = field(default_factory=list)  # one record per finished epoch
     sums: Optional[EpochSums] = None  # the epoch in progress
     resumed_from: Optional[str] = None
-    # Not saved: what the epoch in progress started with, in this process's life.
+    # Seconds the earlier segments of a resumed run took (up to their last checkpoint), so
+    # results.json's wall time is the whole run's, not the last segment's.
+    previous_wall_time_s: float = 0.0
+    # Not saved: when this process's segment of the run started (time.perf_counter()),
+    # and what the epoch in progress started with, in this process's life.
+    started: float = field(default_factory=time.perf_counter)
     epoch_lr: float = 0.0
     segment_start: tuple = (0.0, 0)  # (time, step) this process began the epoch at
     _saved_sums: Optional[dict] = None
@@ -63,6 +68,10 @@ class TrainState:
     def metrics(self) -> dict:
         """The last finished epoch's validation metrics."""
         return self.history[-1]["val"] if self.history else {}
+
+    def wall_time(self) -> float:
+        """Seconds the whole run has taken so far, every segment of a resumed run counted."""
+        return self.previous_wall_time_s + time.perf_counter() - self.started
 
     def start_epoch(self, device: torch.device, lr: float) -> None:
         self.sums = EpochSums(device, self._saved_sums)
@@ -84,7 +93,7 @@ class TrainState:
         random streams and running sums (call it on all of them)."""
         ranks = all_gather_object({"rng": rng_state(), "sums": self.sums.state() if self.sums is not None else None})
         progress = {"epoch": self.epoch, "step": self.step, "best_top1": self.best_top1,
-                    "best_epoch": self.best_epoch, "history": self.history}
+                    "best_epoch": self.best_epoch, "history": self.history, "wall_time_s": self.wall_time()}
         return {"epoch": self.epoch, "metrics": self.metrics, "progress": progress, "ranks": ranks}
 
     def load_state_dict(self, checkpoint: dict, rank: int, world_size: int) -> None:
@@ -95,6 +104,7 @@ class TrainState:
         self.epoch, self.step = progress["epoch"], progress["step"]
         self.best_top1, self.best_epoch = progress["best_top1"], progress["best_epoch"]
         self.history = list(progress["history"])
+        self.previous_wall_time_s = float(progress.get("wall_time_s", 0.0))
         ranks = checkpoint["ranks"]
         if len(ranks) != world_size and self.step > 0:
             raise UserError(

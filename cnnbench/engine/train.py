@@ -35,7 +35,9 @@ from cnnbench.config import input_shape, plain
 from cnnbench.data.loaders import Loader
 from cnnbench.data.pipeline import loader_for
 from cnnbench.engine import tensorboard
-from cnnbench.engine.checkpoint import copy_file, load_weights, save_checkpoint, write_json, write_text
+from cnnbench.engine.checkpoint import (
+    copy_file, load_weights, remove_partial_writes, save_checkpoint, write_json, write_text,
+)
 from cnnbench.engine.distributed import (
     DistributedContext, all_gather_object, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, setup,
     teardown, wrap_model,
@@ -43,7 +45,7 @@ from cnnbench.engine.distributed import (
 from cnnbench.engine.evaluate import evaluate, format_metrics
 from cnnbench.engine.metrics import topk_correct
 from cnnbench.engine.optim import base_lr, make_optimizer
-from cnnbench.engine.preemption import Preempted, PreemptionFlag
+from cnnbench.engine.preemption import Preempted, PreemptionFlag, resume_command
 from cnnbench.engine.provenance import hparams, provenance
 from cnnbench.engine.schedule import LrSchedule, make_schedule
 from cnnbench.engine.speed import Speed, speed_for
@@ -70,10 +72,10 @@ def train(cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None,
 def run_training(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_source: Optional[str] = None,
                  checkpoint: Optional[dict] = None) -> dict:
     """The run, as process ``ctx.rank`` of ``ctx.world_size``; only the first writes files and logs."""
-    started = time.perf_counter()
+    started = time.perf_counter()  # this segment's start; a resumed run adds the earlier ones'
     # Build every part before anything is written, so a mistake leaves no trace.
     run = build_run(ctx, cfg, run_dir, model_source)
-    state = TrainState()
+    state = TrainState(started=started)
     # A resumed run goes on with its weights, optimizer, schedule, position and random streams.
     if checkpoint is not None:
         restore(run, state, checkpoint)
@@ -99,7 +101,7 @@ def run_training(ctx: DistributedContext, cfg: DictConfig, run_dir: Path, model_
     finally:
         writer.close()
     # The papers' final numbers (multi-crop views of the last weights), then results.json.
-    return write_results(run, state, final_metrics(run, state), started)
+    return write_results(run, state, final_metrics(run, state))
 
 
 @dataclass
@@ -182,7 +184,23 @@ def restore(run: Run, state: TrainState, checkpoint: dict) -> None:
     if run.speed.scaler.is_enabled() and checkpoint.get("scaler"):
         run.speed.scaler.load_state_dict(checkpoint["scaler"])
     state.load_state_dict(checkpoint, run.ctx.rank, run.ctx.world_size)
+    check_unfinished(state.epoch, run.cfg, run.run_dir, checkpoint["path"])
     log.info(f"resumed from {state.resumed_from} at epoch {state.epoch + 1}, step {state.step}")
+
+
+def check_unfinished(epochs_done: int, cfg: DictConfig, run_dir: Path, checkpoint_path: str) -> None:
+    """Refuse to resume a run that has trained all its epochs: it would only rewrite results.json.
+    A run killed after its last epoch's checkpoint but before results.json goes on to write it."""
+    if epochs_done < cfg.trainer.epochs:
+        return
+    in_own_folder = Path(checkpoint_path).resolve().parent.parent == Path(run_dir).resolve()
+    if in_own_folder and not (Path(run_dir) / "results.json").exists():
+        return
+    raise UserError(
+        f"{checkpoint_path} is a finished run ({plural(epochs_done, 'epoch')} of trainer.epochs="
+        f"{cfg.trainer.epochs}); to extend it, resume it with more epochs: "
+        f"{resume_command(run_dir)} trainer.epochs={epochs_done + 10}"
+    )
 
 
 def open_run_folder(run: Run, state: TrainState) -> None:
@@ -190,6 +208,7 @@ def open_run_folder(run: Run, state: TrainState) -> None:
     cfg, ctx = run.cfg, run.ctx
     if ctx.is_main:
         run.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_partial_writes(run.run_dir)  # what a kill mid-write left behind
         write_text(run.run_dir / "config.yaml", OmegaConf.to_yaml(run.resolved))
     log.info(
         f"{cfg.model.name}: {count_parameters(run.model):,} parameters, {run.macs / 1e6:,.1f} M MACs, "
@@ -199,6 +218,7 @@ def open_run_folder(run: Run, state: TrainState) -> None:
         f"{', channels-last' if run.speed.channels_last else ''}"
         f"{', compiled' if cfg.trainer.compile else ''} | run folder {run.run_dir}"
     )
+    log.info(f"{run.speed.precision}{' and channels-last' if run.speed.channels_last else ''}: {run.speed.reason}")
 
 
 def train_steps(run: Run, state: TrainState, epoch: int, writer) -> Iterator[int]:
@@ -256,7 +276,8 @@ def agree_to_stop(run: Run, step: int, due: bool, requested: bool) -> bool:
 
 def stop_message(run: Run, signal_name: str, epoch: int, step: int) -> str:
     return (f"stopped by {signal_name or 'a signal'} at epoch {epoch + 1}, step {step}; checkpoint saved; "
-            f"continue with: cnnbench train trainer.resume={run.run_dir}")
+            f"continue with: {resume_command(run.run_dir)}")
+
 
 
 def save(run: Run, state: TrainState, name: str) -> None:
@@ -331,7 +352,7 @@ def final_metrics(run: Run, state: TrainState) -> dict:
     return {**metrics, **{f"{k}_{crops}crop": v for k, v in multi_crop.items() if k != "samples"}}
 
 
-def write_results(run: Run, state: TrainState, metrics: dict, started: float) -> dict:
+def write_results(run: Run, state: TrainState, metrics: dict) -> dict:
     cfg = run.cfg
     skipped = sum(all_gather_object(len(run.train_loader.skipped) + len(run.val_loader.skipped)))
     if not run.ctx.is_main:
@@ -343,8 +364,9 @@ def write_results(run: Run, state: TrainState, metrics: dict, started: float) ->
         **{k: v for k, v in metrics.items() if "crop" in k},
         "best_top1": state.best_top1, "best_epoch": state.best_epoch,
         "params": count_parameters(run.model), "macs": run.macs, "unreadable_skipped": skipped,
-        "wall_time_s": round(time.perf_counter() - started, 2), "world_size": run.ctx.world_size,
-        "batch_size": cfg.data.batch_size, "precision": run.speed.precision, "resumed_from": state.resumed_from,
+        "wall_time_s": round(state.wall_time(), 2), "world_size": run.ctx.world_size,
+        "batch_size": cfg.data.batch_size, "precision": run.speed.precision,
+        "precision_reason": run.speed.reason, "channels_last": run.speed.channels_last, "resumed_from": state.resumed_from,
         **provenance(run.resolved, run.device),
         "checkpoint": str(run.checkpoint_path("last.pt")),
     }

@@ -144,4 +144,14 @@ def model_from_config(cfg, source: Optional[str] = None) -> Network:
     from cnnbench.config import input_shape, plain
 
     options = BuildOptions(dropout=cfg.regularization.dropout, lrn=cfg.regularization.lrn)
-    return build_model(plain(cfg.model), input_shape(cfg), options, source or f"model '{cfg.model.name}'")
+    where = source or f"model '{cfg.model.name}'"
+    network = build_model(plain(cfg.model), input_shape(cfg), options, where)
+    # A model that ends in the wrong shape would train against the labels anyway (7 outputs
+    # for 10 classes fails mid-step, a spatial map fails in the loss): refuse it here, by name.
+    classes = cfg.data.num_classes
+    if tuple(network.output_shape) != (classes,):
+        raise ZooError(
+            f"{where}: the model's output shape is {tuple(network.output_shape)}, but data.num_classes={classes} "
+            f"needs ({classes},); end the model with flatten and [linear, {{out: \"${{data.num_classes}}\"}}]"
+        )
+    return network

@@ -56,16 +56,19 @@ learn its output shape, so no file ever writes in-channels or in-features.
 from __future__ import annotations
 
 import re
+import typing
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from cnnbench.config import CONF_DIR
-from cnnbench.errors import UserError
+from cnnbench.errors import UserError, yaml_syntax_message
 from cnnbench.models import layers as _builtin_ops  # noqa: F401 - registers the built-in ops
 from cnnbench.models.outputs import ModelOutput
 from cnnbench.models.registry import NORM_KINDS, OPS, BuildOptions, OpContext, Shape
@@ -78,6 +81,8 @@ BLOCK_LIBRARY_DIR = CONF_DIR / "blocks"
 BLOCK_KEYS = ("args", "layers")
 REQUIRED = object()  # the default of a block argument that has none
 NUMBERED_NAME = re.compile(r"(.*_)([1-9][0-9]*)")  # conv2_2: its copies count on from 2
+# Op arguments that are sizes or counts: 0 is never meaningful (torch would warn, then fail).
+POSITIVE_ARGS = ("out", "kernel", "stride", "dilation", "groups", "size", "parts", "multiplier", "samples")
 
 
 class ModelBuildError(UserError):
@@ -239,6 +244,8 @@ def load_block_library(library: str, source: str) -> Dict[str, Any]:
         # Resolved on its own: a library is shared by every model, so it cannot
         # read one run's config (${data.num_classes}); such values are block arguments.
         content = OmegaConf.to_container(OmegaConf.load(BLOCK_LIBRARY_DIR / f"{library}.yaml"), resolve=True)
+    except yaml.YAMLError as err:
+        raise ModelBuildError(yaml_syntax_message(err) or f"{where}: {err}") from err
     except OmegaConfBaseException as err:
         message = str(err).strip().splitlines()[0]
         raise ModelBuildError(f"{where}: {message}; pass such values as block arguments") from err
@@ -265,6 +272,7 @@ class _Builder:
         self.blocks = blocks
         self.options = options
         self.source = source
+        self.expanding: List[str] = []  # the blocks being built, outermost first (a block may not use itself)
 
     def build_graph(
         self, rows: Sequence[Any], input_shape: Shape, path: str, top_level: bool = False
@@ -414,12 +422,19 @@ class _Builder:
         missing = [name for name in op.required() if name not in row.args]
         if missing:
             raise ModelBuildError(f"{label}: missing argument {', '.join(missing)}")
-        try:
-            module = op.factory(OpContext(in_shapes, self.options), **row.args)
-            out_shape = dry_run(module, in_shapes, op.multi_input)
-        except (ValueError, TypeError, RuntimeError) as err:
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelBuildError(f"{label}: {message} (input shape {shapes_text})") from err
+        check_argument_types(op.factory, row.args, label)
+        # torch warns about some bad arguments before it fails on them: keep the
+        # warnings of a row that fails, so its error is the one line printed.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                module = op.factory(OpContext(in_shapes, self.options), **row.args)
+                out_shape = dry_run(module, in_shapes, op.multi_input)
+            except (ValueError, TypeError, RuntimeError) as err:
+                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ModelBuildError(f"{label}: {message} (input shape {shapes_text})") from err
+        for warning in caught:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         return module, out_shape
 
     def build_block(self, row: Row, in_shapes: Tuple[Shape, ...], where: str, label: str) -> Tuple[nn.Module, Shape]:
@@ -440,10 +455,17 @@ class _Builder:
             raise ModelBuildError(f"{label}: {problem}; block {row.op} takes: {takes}")
         if len(in_shapes) != 1:
             raise ModelBuildError(f"{label}: a block reads one tensor, got {len(in_shapes)}")
+        if row.op in self.expanding:
+            chain = " > ".join([*self.expanding, row.op])
+            raise ModelBuildError(f"{label}: block {row.op} uses itself ({chain}); a block cannot contain itself")
         bindings = {a: default for a, default in signature.items() if default is not REQUIRED}
         bindings.update(row.args)
         layers = substitute(block.get("layers") or [], bindings)
-        return self.build_graph(layers, in_shapes[0], path=f"{where} > {row.op}.layers")
+        self.expanding.append(row.op)
+        try:
+            return self.build_graph(layers, in_shapes[0], path=f"{where} > {row.op}.layers")
+        finally:
+            self.expanding.pop()
 
     def block_signature(self, block_name: str, block: Mapping[str, Any], label: str) -> Dict[str, Any]:
         """A block's ``args`` in order: name -> default, REQUIRED for an argument without one."""
@@ -459,6 +481,54 @@ class _Builder:
                     f"{label}: block {block_name}'s args are names or {{name: default}}, got {entry!r}"
                 )
         return signature
+
+
+def check_argument_types(factory, args: Mapping[str, Any], label: str) -> None:
+    """Each argument of an op row against the op's annotation (``kernel: 5.5`` or ``out: six``
+    is refused here, naming the argument, not deep inside torch); sizes and counts must be >= 1."""
+    hints = typing.get_type_hints(factory)
+    for name, value in args.items():
+        expected = hints.get(name, Any)
+        if not fits(value, expected):
+            raise ModelBuildError(f"{label}: argument {name} must be {describe(expected)}, got {value!r}")
+        if name in POSITIVE_ARGS and any(v < 1 for v in whole_numbers(value)):
+            raise ModelBuildError(f"{label}: argument {name} must be at least 1, got {value!r}")
+
+
+def fits(value: Any, expected: Any) -> bool:
+    """Whether a YAML value is of an op argument's annotated type (int accepted for float)."""
+    origin, parts = typing.get_origin(expected), typing.get_args(expected)
+    if expected is Any:
+        return True
+    if origin is Union:
+        return any(fits(value, part) for part in parts)
+    if origin in (list, List, tuple):
+        return isinstance(value, (list, tuple)) and all(fits(v, parts[0] if parts else Any) for v in value)
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not isinstance(expected, type) or isinstance(value, expected)
+
+
+def describe(expected: Any) -> str:
+    origin, parts = typing.get_origin(expected), typing.get_args(expected)
+    if origin is Union:
+        return " or ".join(describe(part) for part in parts)
+    if origin in (list, List, tuple):
+        plurals = {int: "whole numbers", float: "numbers", str: "strings"}
+        return f"a list of {plurals.get(parts[0], 'values') if parts else 'values'}"
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return names.get(expected, getattr(expected, "__name__", str(expected)))
+
+
+def whole_numbers(value: Any) -> List[int]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
 def copies(row: Row, index: int, where: str) -> Iterator[Tuple[Row, str]]:
