@@ -152,6 +152,40 @@ def test_lrn_switch_turns_every_lrn_into_identity():
     assert [type(m) for m in off.layers] == [nn.Identity, nn.ReLU, nn.Identity]
 
 
+def test_lrn_conventions_read_alpha_per_term_or_divided_by_the_window():
+    a = seeded_input(1, 8 * 3 * 3).view(1, 8, 3, 3) * 10
+    spec = {"name": "t", "layers": [["lrn", {"size": 5, "alpha": 1e-4, "k": 2.0, "convention": "paper"}]]}
+    squares = nn.functional.pad(a * a, (0, 0, 0, 0, 2, 2))
+    window = sum(squares[:, c:c + 8] for c in range(5))  # sum over the 5 channels centred on each
+    paper = build_model(spec, (8, 3, 3))
+    assert torch.allclose(paper(a), a / (2.0 + 1e-4 * window) ** 0.75, atol=1e-6)
+    cuda_convnet = build_model({**spec, "lrn_convention": "cuda_convnet"}, (8, 3, 3))
+    assert torch.allclose(cuda_convnet(a), a / (2.0 + 1e-4 / 5 * window) ** 0.75, atol=1e-6)
+    assert not torch.allclose(paper(a), cuda_convnet(a), atol=1e-4)
+    # The op's own default is cuda-convnet's (and torch's) reading; the model key overrides rows.
+    plain = {"name": "t", "layers": [["lrn", {"alpha": 1e-4}]]}
+    assert build_model(plain, (8, 3, 3)).layers[0].alpha == 1e-4
+    assert build_model({**plain, "lrn_convention": "paper"}, (8, 3, 3)).layers[0].alpha == 5e-4
+
+
+def test_lrn_convention_unknown_is_one_line():
+    spec = {"name": "t", "layers": ["lrn"]}
+    with pytest.raises(ModelBuildError, match=r"model.lrn_convention='caffe' is unknown; choose one of: paper, cuda_convnet$"):
+        build_model({**spec, "lrn_convention": "caffe"}, (8, 3, 3))
+    with pytest.raises(ModelBuildError, match=r"lrn: convention must be one of paper, cuda_convnet, got 'x'"):
+        build_model({"name": "t", "layers": [["lrn", {"convention": "x"}]]}, (8, 3, 3))
+
+
+def test_alexnet_lrn_ablation_runs_both_conventions():
+    from cnnbench import create_model
+
+    def alphas(**kw):
+        return [m.alpha for m in create_model("alexnet", **kw).modules() if isinstance(m, nn.LocalResponseNorm)]
+
+    assert alphas() == [5e-4, 5e-4]  # the printed formula by default
+    assert alphas(lrn_convention="cuda_convnet") == [1e-4, 1e-4]
+
+
 def test_dropout_switch_sets_or_removes_every_dropout():
     spec = {"name": "t", "layers": [["dropout", {"p": 0.5}], "relu", "dropout"]}
     own = build_model(spec, (4,))
@@ -226,6 +260,18 @@ def test_dropconnect_relu_inference_averages_relu_over_the_gaussian_and_is_deter
         layer.eval()
         layer.seed = 1
         assert not torch.equal(layer(v), first)  # the seed is what fixes the draws
+
+
+def test_dropconnect_inference_of_an_example_does_not_depend_on_its_batchmates():
+    torch.manual_seed(0)
+    layer = dropconnect_layer(inputs=100, outputs=6, p=0.5, activation="relu", samples=1000).eval()
+    batch = seeded_input(8, 100)
+    with torch.no_grad():
+        together = layer(batch)
+        for i in (0, 5):  # first and elsewhere in the batch, alone and in a batch of another size
+            assert torch.allclose(layer(batch[i:i + 1]), together[i:i + 1], atol=1e-6)
+            assert torch.allclose(layer(batch[i:i + 3]), together[i:i + 3], atol=1e-6)
+        assert torch.allclose(layer(batch.flip(0)), together.flip(0), atol=1e-6)
 
 
 def test_dropconnect_with_p_zero_is_a_plain_layer():

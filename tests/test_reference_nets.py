@@ -96,7 +96,7 @@ def zoo_model(case: Case) -> nn.Module:
     """The zoo model with random batchnorm terms (statistics measured on a random batch) and no all-zero weights."""
     torch.manual_seed(0)
     size = {} if case.input_size is None else {"input_size": list(case.input_size)}
-    model = cnnbench.create_model(case.name, num_classes=case.num_classes, **size)
+    model = cnnbench.create_model(case.name, num_classes=case.num_classes, init="torch", **size)
     randomize(model, torch.Generator().manual_seed(1))
     calibrate_batchnorm(model, sample(model, case, batch=2, seed=4))
     return model.eval()

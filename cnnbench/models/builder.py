@@ -29,6 +29,12 @@ are skipped and the model returns its logits.
 A model's ``norm: bn|gn|none`` (and ``norm_groups``) says what its ``norm``
 rows are.
 
+A model's ``init_spec: {conv: {weight: [normal, 0.01], bias: [constant, 0]}, ...}``
+gives its paper's starting weights per op kind, and a row's ``init_spec:
+{weight: ..., bias: ...}`` overrides it for that row (cnnbench/models/init.py);
+``init: torch`` (model.init=torch) ignores both and keeps torch's defaults.
+``lrn_convention: paper|cuda_convnet`` says how every ``lrn`` row reads alpha.
+
 Caffe's per-layer learning-rate and weight-decay multipliers are two more
 keys any row (a block too: they reach every layer inside) may carry:
 ``lr_mult`` and ``decay_mult``, each a number or a ``[weights, biases]``
@@ -69,9 +75,10 @@ from torch import nn
 
 from cnnbench.config import CONF_DIR
 from cnnbench.errors import UserError, yaml_syntax_message
+from cnnbench.models import init as init_schemes
 from cnnbench.models import layers as _builtin_ops  # noqa: F401 - registers the built-in ops
 from cnnbench.models.outputs import ModelOutput
-from cnnbench.models.registry import NORM_KINDS, OPS, BuildOptions, OpContext, Shape
+from cnnbench.models.registry import INIT_SOURCES, LRN_CONVENTIONS, NORM_KINDS, OPS, BuildOptions, OpContext, Shape
 
 WIRING_KEYS = ("as", "from")
 MULT_KEYS = ("lr_mult", "decay_mult")
@@ -141,6 +148,9 @@ class Network(Graph):
     model_name: str
     input_shape: Shape
     output_shape: Shape
+    # The ops its rows used (block rows expanded), e.g. {"conv", "lrn", ...}: whether a run's
+    # regularization.lrn/dropout or model.norm can change it (cnnbench/engine/knobs.py).
+    ops_used: frozenset
 
 
 @dataclass
@@ -151,6 +161,7 @@ class Row:
     sources: Optional[Tuple[str, ...]]
     mults: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # lr_mult / decay_mult: (weights, biases)
     repeat: Optional[int] = None  # `repeat: N`; None when the row has no repeat key
+    init: Optional[Dict[str, Any]] = None  # the row's `init_spec`: {weight: scheme, bias: scheme}
 
 
 @dataclass
@@ -187,13 +198,16 @@ def build_model(
     ``blocks`` and ``uses``); ``source`` names it in error messages (e.g. its file).
     """
     blocks = model_blocks(spec, source)
-    options = norm_options(spec, options, source)
+    options = init_options(spec, norm_options(spec, options, source), source)
     builder = _Builder(blocks, options, source)
+    if options.init == "paper":
+        builder.init_spec = model_init_spec(spec, source)
     shape = tuple(int(s) for s in input_shape)
     network, out_shape = builder.build_graph(spec.get("layers") or [], shape, path="layers", top_level=True)
     network.model_name = str(spec.get("name", "model"))
     network.input_shape = shape
     network.output_shape = out_shape
+    network.ops_used = frozenset(builder.ops_used)
     return network
 
 
@@ -267,12 +281,35 @@ def norm_options(spec: Mapping[str, Any], options: BuildOptions, source: str) ->
     return replace(options, norm=kind or options.norm, norm_groups=groups or options.norm_groups)
 
 
+def init_options(spec: Mapping[str, Any], options: BuildOptions, source: str) -> BuildOptions:
+    """The model's ``lrn_convention`` and ``init`` keys, checked, in the options every op sees."""
+    convention = spec.get("lrn_convention")
+    if convention is not None and convention not in LRN_CONVENTIONS:
+        raise ModelBuildError(
+            f"{source}: model.lrn_convention={convention!r} is unknown; choose one of: {', '.join(LRN_CONVENTIONS)}"
+        )
+    init = spec.get("init") or options.init
+    if init not in INIT_SOURCES:
+        raise ModelBuildError(f"{source}: model.init={init!r} is unknown; choose one of: {', '.join(INIT_SOURCES)}")
+    return replace(options, lrn_convention=convention or options.lrn_convention, init=init)
+
+
+def model_init_spec(spec: Mapping[str, Any], source: str) -> Dict[str, Dict[str, Any]]:
+    try:
+        return init_schemes.check_model_spec(spec.get("init_spec") or {})
+    except ValueError as err:
+        raise ModelBuildError(f"{source}: {err}") from err
+
+
 class _Builder:
     def __init__(self, blocks: Dict[str, Any], options: BuildOptions, source: str):
         self.blocks = blocks
         self.options = options
         self.source = source
+        # The model's `init_spec` per op kind; stays empty with model.init=torch.
+        self.init_spec: Dict[str, Dict[str, Any]] = {}
         self.expanding: List[str] = []  # the blocks being built, outermost first (a block may not use itself)
+        self.ops_used: set = set()
 
     def build_graph(
         self, rows: Sequence[Any], input_shape: Shape, path: str, top_level: bool = False
@@ -384,7 +421,19 @@ class _Builder:
                 raise ModelBuildError(f"{self.source}, {where}: from must be a row name or a list of them, got {sources!r}")
         mults = {key: self.multiplier(args.pop(key), key, where) for key in MULT_KEYS if key in args}
         repeat = self.repeat_count(args.pop("repeat"), op, sources, where) if "repeat" in args else None
-        return Row(op, args, None if name is None else str(name), sources, mults, repeat)
+        init = self.row_init_spec(args.pop("init_spec"), op, where) if "init_spec" in args else None
+        return Row(op, args, None if name is None else str(name), sources, mults, repeat, init)
+
+    def row_init_spec(self, value: Any, op: str, where: str) -> Dict[str, Any]:
+        try:
+            return init_schemes.check_row_spec(value, "init_spec")
+        except ValueError as err:
+            raise ModelBuildError(f"{self.source}, {where} ({op}): {err}") from err
+
+    def initialise(self, module: nn.Module, row: Row) -> None:
+        """The paper's starting weights (model.init=paper): the model's kinds, the row's spec over them."""
+        if self.options.init == "paper" and (self.init_spec or row.init):
+            init_schemes.initialise(module, self.init_spec, row.init or {}, keep_bias="bias_init" in row.args)
 
     def repeat_count(self, value: Any, op: str, sources: Optional[Tuple[str, ...]], where: str) -> int:
         """A row's ``repeat``, checked: a whole number >= 1 on a row that can be chained to itself."""
@@ -412,8 +461,12 @@ class _Builder:
     def build_row(self, row: Row, in_shapes: Tuple[Shape, ...], where: str, label: str) -> Tuple[nn.Module, Shape]:
         shapes_text = " and ".join(str(s) for s in in_shapes)
         if row.op in self.blocks:
-            return self.build_block(row, in_shapes, where, label)
+            module, out_shape = self.build_block(row, in_shapes, where, label)
+            if row.init:  # the block's layers were initialised row by row; its own spec goes over them
+                self.initialise(module, row)
+            return module, out_shape
         op = OPS[row.op]
+        self.ops_used.add(row.op)
         unknown = sorted(set(row.args) - set(op.arguments))
         if unknown:
             raise ModelBuildError(
@@ -429,6 +482,7 @@ class _Builder:
             warnings.simplefilter("always")
             try:
                 module = op.factory(OpContext(in_shapes, self.options), **row.args)
+                self.initialise(module, row)
                 out_shape = dry_run(module, in_shapes, op.multi_input)
             except (ValueError, TypeError, RuntimeError) as err:
                 message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

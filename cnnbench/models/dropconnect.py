@@ -20,6 +20,12 @@ expectation inside the non-linearity. The draws come from a generator
 seeded with the layer's ``seed`` on every call, so inference is a
 deterministic function of the input and never consumes the global random
 stream (a validation pass does not change what the next epoch trains on).
+The standard-normal draws are ``samples`` x out, shared by every example
+of a batch (each example scales them by its own mean and std): an example's
+output depends on that example alone, never on its batchmates, the batch
+size or its position in the batch, and each example's estimate is still
+the average over ``samples`` independent Gaussian draws per unit, as
+Algorithm 2 asks.
 """
 
 from __future__ import annotations
@@ -86,6 +92,8 @@ class DropConnectLinear(nn.Module):
         total = torch.zeros_like(mean)
         for start in range(0, self.samples, _SAMPLE_CHUNK):
             count = min(_SAMPLE_CHUNK, self.samples - start)
-            noise = torch.randn((count, *mean.shape), generator=generator, device=v.device, dtype=mean.dtype)
+            # (count, 1, ..., out): the same draws broadcast over the batch, see the module docstring.
+            shape = (count, *[1] * (mean.dim() - 1), mean.shape[-1])
+            noise = torch.randn(shape, generator=generator, device=v.device, dtype=mean.dtype)
             total += act(mean + std * noise).sum(0)
         return total / self.samples

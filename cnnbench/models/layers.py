@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cnnbench.models.dropconnect import ACTIVATIONS, DropConnectLinear
-from cnnbench.models.registry import NORM_KINDS, OpContext, register_op
+from cnnbench.models.registry import LRN_CONVENTIONS, NORM_KINDS, OpContext, register_op
 from cnnbench.models.spatial_transformer import SpatialTransformer
 
 
@@ -122,17 +122,33 @@ def dropout(ctx: OpContext, p: float = 0.5) -> nn.Module:
 
 @register_op("lrn")
 def local_response_norm(
-    ctx: OpContext, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0
+    ctx: OpContext,
+    size: int = 5,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 2.0,
+    convention: str = "cuda_convnet",
 ) -> nn.Module:
     """Local response normalisation across channels (AlexNet section 3.3).
 
-    Caffe's convention, which torch shares: b = a / (k + alpha/size * sum a^2)^beta.
-    The paper writes alpha without the 1/size; Caffe's bvlc_alexnet uses
-    size 5, alpha 1e-4, beta 0.75 in this convention. regularization.lrn=false
-    turns the layer into identity.
+    Two readings of the same numbers, as ``convention`` (or, for every lrn
+    row of a model, model.lrn_convention) says:
+
+    - ``paper``: b = a / (k + alpha * sum a^2)^beta, the formula AlexNet prints;
+    - ``cuda_convnet``: b = a / (k + alpha/size * sum a^2)^beta, what the code
+      that trained AlexNet computes (cuda-convnet's cmrnorm divides its
+      ``scale`` by the window), and Caffe's and torch's convention too.
+
+    With AlexNet's alpha 1e-4 the paper's reading normalises 5x more strongly.
+    regularization.lrn=false turns the layer into identity.
     """
     _spatial(ctx, "lrn")
-    return nn.LocalResponseNorm(size, alpha, beta, k) if ctx.options.lrn else nn.Identity()
+    convention = ctx.options.lrn_convention or convention
+    if convention not in LRN_CONVENTIONS:
+        raise ValueError(f"lrn: convention must be one of {', '.join(LRN_CONVENTIONS)}, got {convention!r}")
+    # torch divides alpha by size, so the paper's alpha is torch's alpha * size.
+    torch_alpha = alpha * size if convention == "paper" else alpha
+    return nn.LocalResponseNorm(size, torch_alpha, beta, k) if ctx.options.lrn else nn.Identity()
 
 
 @register_op("batchnorm")

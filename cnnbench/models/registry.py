@@ -7,7 +7,7 @@ Adding an op is one decorated function in Python::
         return nn.SiLU()
 
 The function receives an :class:`OpContext` (the inferred input shape(s) and
-the run's switches: regularization.dropout/lrn, model.norm) followed by the
+the run's switches: regularization.dropout/lrn, model.norm, model.lrn_convention) followed by the
 layer's YAML arguments as keyword arguments, and returns an ``nn.Module``.
 Input shapes are inferred by the builder, so ops never take in-channels or
 in-features. An op registered with ``multi_input=True`` reads the tensors a
@@ -28,6 +28,11 @@ Shape = Tuple[int, ...]  # one sample's shape, without the batch dimension
 
 
 NORM_KINDS = ("bn", "gn", "none")
+# How an `lrn` row's alpha is read: per term of the sum (AlexNet's printed
+# formula) or divided by the window size (cuda-convnet, Caffe, torch).
+LRN_CONVENTIONS = ("paper", "cuda_convnet")
+# Where initial weights come from: the file's `init:` schemes, or torch's defaults.
+INIT_SOURCES = ("paper", "torch")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class BuildOptions:
     lrn: bool = True
     norm: str = "bn"  # what a `norm` row becomes: bn | gn | none (model.norm)
     norm_groups: int = 32  # groups of a gn `norm` row (model.norm_groups)
+    lrn_convention: Optional[str] = None  # overrides every lrn row's convention (model.lrn_convention)
+    init: str = "paper"  # paper: apply the file's `init:` schemes; torch: keep torch's defaults (model.init)
 
 
 @dataclass(frozen=True)
