@@ -138,6 +138,17 @@ class ModelConfig:
     # Block libraries whose blocks the rows may use: [resnet] reads conf/blocks/resnet.yaml.
     uses: List[str] = field(default_factory=list)
     layers: List[Any] = MISSING
+    # How every `lrn` row reads its alpha: paper (per term of the sum, as
+    # AlexNet prints it) | cuda_convnet (divided by the window size, as the
+    # code that trained AlexNet, Caffe and torch do); null: each row's own.
+    lrn_convention: Optional[str] = None
+    # Initial weights: paper applies the file's `init_spec` (and rows'
+    # `init_spec`), torch keeps torch's defaults; a file without them gets
+    # torch's defaults either way.
+    init: str = "paper"
+    # The paper's initialisation per op kind, e.g.
+    # {conv: {weight: [normal, 0.01], bias: [constant, 0]}}; see cnnbench/models/init.py.
+    init_spec: Dict[str, Any] = field(default_factory=dict)
     # What the model's `norm` rows are: bn (batchnorm) | gn (groupnorm, Wu &
     # He 2018) | none. Models without `norm` rows ignore it.
     norm: Norm = Norm.bn
@@ -300,6 +311,23 @@ class EvalConfig:
 
 
 @dataclass
+class ExperimentInfo:
+    """What a prepared ablation (conf/experiment/*.yaml) re-runs: metadata for people, tests
+    and reports; nothing here changes a run."""
+
+    paper: Optional[str] = None
+    claim: Optional[str] = None
+    # The paper's figure and how it was measured, e.g. {top1_error: [40.7, 42.1], protocol: "..."}.
+    published: Dict[str, Any] = field(default_factory=dict)
+    # The arm the others are compared with, as KEY=VALUE of a swept key (report.baseline's form).
+    baseline: Optional[str] = None
+    # What to compare: e.g. "val top-1 after the last epoch".
+    metric: Optional[str] = None
+    # A short offline variant of the sweep (bundled or synthetic data, few epochs).
+    quick: Optional[str] = None
+
+
+@dataclass
 class TrainConfig:
     seed: int = 0
     run_name: str = "${model.name}_${data.name}"
@@ -311,6 +339,8 @@ class TrainConfig:
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Set by conf/experiment/ files: the paper, claim and baseline of the ablation.
+    experiment: ExperimentInfo = field(default_factory=ExperimentInfo)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from cnnbench.commands.resume import (
 from cnnbench.config import plain
 from cnnbench.engine.checkpoint import load_checkpoint, write_text
 from cnnbench.engine.distributed import launch
+from cnnbench.engine.knobs import check_knobs_take_effect
 from cnnbench.engine.preemption import Preempted, resume_command
 from cnnbench.engine.train import check_unfinished, train
 from cnnbench.errors import EXIT_STOPPED, UserError
@@ -62,6 +63,8 @@ def prepare_run(cfg: DictConfig, hydra_cfg, run_dir: Path) -> Tuple[DictConfig, 
     elif run_folder_in_use(run_dir):  # e.g. a sweep's job folder, or two runs started in the same second
         raise UserError(folder_in_use_message(run_dir))
     validate(cfg)
+    if checkpoint is None:  # a resumed run was checked when it started
+        check_knobs_take_effect(cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices.get("experiment"))
     if checkpoint is not None:
         check_unfinished(checkpoint["progress"]["epoch"], cfg, run_dir, checkpoint["path"])
         if (run_dir / LAST).is_file():
