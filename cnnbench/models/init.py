@@ -82,7 +82,10 @@ def check_row_spec(spec: Any, where: str = "init_spec", flat_weight: bool = Fals
         raise ValueError(f"{where} must be {{weight: scheme, bias: scheme}}, got {spec!r}")
     for param, scheme in spec.items():
         flat = param == "bias" or flat_weight
-        _apply(scheme, torch.empty(4) if flat else torch.empty(4, 4, 3, 3), f"{where}.{param}")
+        # On the CPU even inside `with torch.device("meta")`: meta init goes through torch's
+        # reference kernels, whose first use imports the compiler stack (over a second).
+        probe = torch.empty(4, device="cpu") if flat else torch.empty(4, 4, 3, 3, device="cpu")
+        _apply(scheme, probe, f"{where}.{param}")
     return dict(spec)
 
 
@@ -113,5 +116,7 @@ def initialise(module: nn.Module, model_spec: Mapping[str, Mapping], row_spec: M
         spec = {**model_spec.get(kind, {}), **row_spec}
         for param in PARAMS:
             tensor = getattr(layer, param, None)
+            if tensor is None or tensor.is_meta:  # a meta model (summary, counting) has no values to draw
+                continue
             if param in spec and isinstance(tensor, torch.Tensor) and not (param == "bias" and keep_bias):
                 _apply(spec[param], tensor, f"init_spec.{kind}.{param}")
