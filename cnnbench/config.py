@@ -345,10 +345,14 @@ class TrainConfig:
 
 @dataclass
 class EvalDataOverrides:
-    """What `cnnbench eval` may change about the checkpoint's own dataset."""
+    """What `cnnbench eval` may change about the checkpoint's own dataset (null: the run's)."""
 
     root: Optional[str] = None
     batch_size: Optional[int] = None
+    # Folder datasets: how the images are read, which may differ on this machine.
+    on_corrupt: Optional[OnCorrupt] = None
+    workers: Optional[int] = None
+    gpu_decode: Optional[bool] = None
 
 
 @dataclass

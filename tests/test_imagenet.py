@@ -250,6 +250,18 @@ def test_tiny_training_run_then_ten_crop_evaluation(run, imagenet_root):
     assert 0.0 <= record["top1"] <= 100.0
 
 
+def test_eval_may_choose_how_unreadable_images_are_handled(run, imagenet_root):
+    # The train split holds one broken file: eval's own data.on_corrupt decides, as its error advises.
+    run("train", "model=lenet5", "data=imagenet", f"data.root={imagenet_root}", *TINY, "data.batch_size=4",
+        "data.on_corrupt=skip", "trainer=cpu", "trainer.epochs=1", "trainer.progress_bar=false")
+    (run_dir,) = [p.parent for p in (run.cwd / "outputs").glob("*/*_lenet5_imagenet/results.json")]
+    with pytest.raises(UserError, match="cannot read image .*data.on_corrupt=skip"):
+        run("eval", f"run={run_dir}", "eval.split=train", "data.on_corrupt=error", "accelerator=cpu")
+    run("eval", f"run={run_dir}", "eval.split=train", "data.on_corrupt=skip", "accelerator=cpu")
+    (results,) = (run.cwd / "outputs").glob("*/*_eval/results.json")
+    assert json.loads(results.read_text())["unreadable_skipped"] == 1
+
+
 def test_val_classes_must_be_the_train_classes(tmp_path):
     from omegaconf import OmegaConf
 

@@ -102,7 +102,7 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, eval_overrides: Sequence
         raise UserError("say which checkpoint to evaluate: cnnbench eval checkpoint=PATH (a .pt file) or run=RUN_FOLDER")
     state = load_checkpoint(Path(cfg.checkpoint or cfg.run))
     run_cfg = OmegaConf.create(state["config"])
-    for key in ("root", "batch_size"):
+    for key in ("root", "batch_size", "on_corrupt", "workers", "gpu_decode"):
         if cfg.data[key] is not None:
             run_cfg.data[key] = cfg.data[key]
     if cfg.data.batch_size is not None:
