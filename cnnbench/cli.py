@@ -69,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         hydra_args = paths_as_override(hydra_args)
     try:
-        run_hydra_app(command, target, hydra_args)
+        status = run_hydra_app(command, target, hydra_args)
     except UserError as err:
         return fail(f"cnnbench {command}", str(err))
     except KeyboardInterrupt:  # Ctrl-C outside training (which saves and exits 3), or twice
@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if message is None or os.environ.get("CNNBENCH_TRACEBACK"):
             raise
         return fail(f"cnnbench {command}", message)
-    return 0
+    return status
 
 
 def fail(prog: str, message: str) -> int:
@@ -93,7 +93,7 @@ def load_task(target: str) -> Callable:
     return getattr(importlib.import_module(module_name), func_name)
 
 
-def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
+def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> int:
     import hydra
 
     from cnnbench.config import CONF_DIR, register_schemas
@@ -101,12 +101,17 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
     if not CONF_DIR.is_dir():
         raise UserError(f"config folder {CONF_DIR} is missing; reinstall with `pip install -e .` from a clone")
     register_schemas()
+    register_resolvers()
     # Hydra prints its own multi-line reports unless told to re-raise; we
     # re-raise and turn them into one line in main().
     os.environ["HYDRA_FULL_ERROR"] = "1"
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
     def job(cfg):
+        from cnnbench.commands.sweep import in_multirun, run_sweep_job
+
+        if command == "train" and in_multirun():  # a failing job is recorded, the sweep goes on
+            return run_sweep_job(cfg, lambda job_cfg: run_checked(job_cfg, command, target), f"cnnbench {command}")
         # A user mistake found inside the job ends the process here, so Hydra
         # adds no "Error executing job" report around the one line.
         try:
@@ -129,22 +134,65 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> None:
 
     app = hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=command)(job)
     if command == "train":
-        from cnnbench.commands.resume import continue_in_run_folder
-
-        hydra_args = continue_in_run_folder(hydra_args)
-        if int(os.environ.get("RANK", "0")) > 0:
-            # Under torchrun every process composes the config; only the first
-            # one's run folder is used (train() shares it), so the others get
-            # a scratch folder and leave no record behind.
-            if any(arg in ("-m", "--multirun") for arg in hydra_args):
-                raise UserError("sweeps (-m) cannot run under torchrun; sweep with a Hydra launcher instead")
-            hydra_args = [*hydra_args, "hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='cnnbench-')}"]
+        hydra_args = train_args(hydra_args)
     saved_argv = sys.argv
     sys.argv = [f"cnnbench-{command}", *hydra_args]
     try:
         app()
     finally:
         sys.argv = saved_argv
+    return sweep_status()
+
+
+def train_args(hydra_args: list[str]) -> list[str]:
+    """The command line of `cnnbench train`, with where a resumed run, a continued sweep and
+    a torchrun process other than the first go."""
+    from cnnbench.commands.resume import continue_in_run_folder, override_value
+
+    hydra_args = continue_in_run_folder(hydra_args)
+    if any(arg in ("-m", "--multirun") for arg in hydra_args):
+        from cnnbench.commands.sweep import save_sweep_record
+
+        save_sweep_record(override_value(hydra_args, "hydra.sweep.dir"))
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Under torchrun every process composes the config; only the first
+        # one's run folder is used (train() shares it), so the others get
+        # a scratch folder and leave no record behind.
+        if any(arg in ("-m", "--multirun") for arg in hydra_args):
+            raise UserError("sweeps (-m) cannot run under torchrun; sweep with a Hydra launcher instead")
+        hydra_args = [*hydra_args, "hydra.output_subdir=null", f"hydra.run.dir={tempfile.mkdtemp(prefix='cnnbench-')}"]
+    return hydra_args
+
+
+def run_checked(cfg, command: str, target: str):
+    """One sweep job: the config checked, then the command; a mistake raised as a UserError."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+
+    check_config(cfg, command)
+    try:
+        return load_task(target)(cfg)
+    except (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue) as err:
+        raise UserError(f"the config has no value for '{err.full_key}', which this command needs") from None
+
+
+def sweep_status() -> int:
+    """The exit status of the command: a sweep's prints its summary line (2 if a job failed)."""
+    from cnnbench.commands.sweep import sweep_summary
+
+    summary = sweep_summary()
+    if summary is None:
+        return 0
+    line, status = summary
+    print(line, file=sys.stderr if status else sys.stdout)
+    return status
+
+
+def register_resolvers() -> None:
+    """``${cnnbench.suffix:VALUE}``: ``_VALUE``, or nothing when VALUE is null (conf/common.yaml's sweep folder)."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("cnnbench.suffix", lambda value: "" if value in (None, "") else f"_{value}",
+                                    replace=True)
 
 
 def check_config(cfg, command: str) -> None:

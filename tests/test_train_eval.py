@@ -127,7 +127,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, run):
 def test_sweep_writes_one_folder_per_job(cli):
     result = cli("train", "-m", "trainer.epochs=1", "regularization.momentum=0,0.9")
     assert result.returncode == 0, result.stderr
-    sweep = only(cli.cwd.glob("outputs/multirun/*/*_lenet5_digits"))
+    sweep = only(cli.cwd.glob("outputs/multirun/*/*"))  # one folder per sweep: <date>/<time>
     for job in ("0", "1"):
         assert (sweep / job / "results.json").is_file()
         # What Hydra itself writes in a real run (run_command reproduces it in-process).

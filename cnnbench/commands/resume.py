@@ -56,6 +56,10 @@ def checkpoint_to_resume(resume: str, run_dir: Path) -> Path:
 def continue_in_run_folder(hydra_args: List[str]) -> List[str]:
     """The command line with ``hydra.run.dir`` pointed at the run that ``trainer.resume`` continues,
     and Hydra's record left as the run first wrote it; a new run refused in a folder in use."""
+    if any(arg in ("-m", "--multirun") for arg in hydra_args) and continues_sweep(hydra_args):
+        # Hydra would rewrite each job's .hydra/ before the job starts; the job writes it when
+        # it runs anew (commands/sweep.py), and leaves a finished or resumed job's as it was.
+        return [*hydra_args, "hydra.output_subdir=null"]
     if any(arg in LEAVE_ALONE for arg in hydra_args):
         return hydra_args
     run_dir, resume = override_value(hydra_args, "hydra.run.dir"), override_value(hydra_args, "trainer.resume")
@@ -71,6 +75,14 @@ def continue_in_run_folder(hydra_args: List[str]) -> List[str]:
     if folder is None:
         return hydra_args  # a checkpoint on its own: the run goes on in a new folder
     return [*hydra_args, f"hydra.run.dir={hydra_quoted(str(folder))}", keep_record]
+
+
+def continues_sweep(hydra_args: List[str]) -> bool:
+    """Whether this ``-m`` command line runs a sweep in the folder of an earlier one (hydra.sweep.dir)."""
+    if any(arg in LEAVE_ALONE - {"-m", "--multirun"} for arg in hydra_args):
+        return False
+    sweep_dir = override_value(hydra_args, "hydra.sweep.dir")
+    return sweep_dir is not None and Path(sweep_dir).is_dir() and any(Path(sweep_dir).iterdir())
 
 
 def run_folder_of(resume: str, hydra_args: List[str]) -> Optional[Path]:

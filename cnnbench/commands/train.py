@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import logging.config
 import os
@@ -13,6 +14,7 @@ from typing import List, Optional, Tuple
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
@@ -20,7 +22,7 @@ from cnnbench.commands.resume import (
     LAST, checkpoint_to_resume, discard_unused_run_folder, folder_in_use_message, resumed_config, run_folder_in_use,
 )
 from cnnbench.config import plain
-from cnnbench.engine.checkpoint import load_checkpoint, write_text
+from cnnbench.engine.checkpoint import load_checkpoint, write_json, write_text
 from cnnbench.engine.distributed import launch
 from cnnbench.engine.knobs import check_knobs_take_effect
 from cnnbench.engine.preemption import Preempted, resume_command
@@ -36,21 +38,35 @@ RESUME_HISTORY = "resume_history.yaml"
 def train_command(cfg: DictConfig) -> Optional[float]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    # A sweep's job folder stays, failed or not: it holds the job's status.json (commands/sweep.py).
+    keep_folder = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         cfg, checkpoint = prepare_run(cfg, hydra_cfg, run_dir)
     except Exception:
-        discard_unused_run_folder(run_dir)  # refused before training: leave no trace
+        if not keep_folder:
+            discard_unused_run_folder(run_dir)  # refused before training: leave no trace
         raise
     try:
         results = run_processes(cfg, hydra_cfg, run_dir, checkpoint)
     except Exception as err:
-        if not discard_unused_run_folder(run_dir):
+        if keep_folder or not discard_unused_run_folder(run_dir):
             # The console shows the error (stderr); the run's own record must say why it ended too.
             note_in_log_file(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
         raise
     if results is None:  # stopped by a signal: stop the whole command, a sweep's later jobs too
         raise SystemExit(EXIT_STOPPED)
+    record_job(run_dir, cfg, list(hydra_cfg.overrides.task))
     return results["top1"]  # what a Hydra sweeper optimises
+
+
+def record_job(run_dir: Path, cfg: DictConfig, overrides: List[str]) -> None:
+    """Add the run's seed and command-line overrides (a sweep job's own values) to results.json."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return
+    results = json.loads(path.read_text())
+    results.update(seed=cfg.seed, overrides=[o for o in overrides if not o.startswith("hydra.")])
+    write_json(path, results)
 
 
 def prepare_run(cfg: DictConfig, hydra_cfg, run_dir: Path) -> Tuple[DictConfig, Optional[dict]]:
