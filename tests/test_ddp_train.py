@@ -42,3 +42,33 @@ def test_a_mistake_in_a_worker_is_one_line(cli):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert "Traceback" not in result.stderr
     assert len(lines) == 1 and lines[0].startswith("cnnbench train: error:") and "data.batch_size=63" in lines[0]
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_two_process_run_saves_once_and_exits_quickly(tmp_path):
+    """What SLURM or `timeout` do: SIGTERM to the whole process group. The workers save, the
+    first prints the stop line once, and all exit within 10 s (SLURM's default grace is 30 s)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HYDRA_", "CNNBENCH_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnbench", "train", "trainer.devices=2", "trainer.epochs=100", *CPU,
+         "trainer.progress_bar=false", "hydra.run.dir=run"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    log = tmp_path / "run" / "train.log"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and "epoch 1/100" in log.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, "the run did not get to its first epoch"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGTERM)
+    stopped = time.monotonic()
+    stdout, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - stopped < 10, "took too long to stop"
+    assert process.returncode == 3, stderr  # EXIT_STOPPED: saved, resumable
+    assert (stdout + stderr).count("stopped by SIGTERM") == 1
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file() and not (tmp_path / "run" / "results.json").exists()

@@ -8,7 +8,7 @@ import logging
 import logging.config
 import os
 import shlex
-import signal
+import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -23,9 +23,9 @@ from cnnbench.commands.resume import (
 )
 from cnnbench.config import plain
 from cnnbench.engine.checkpoint import load_checkpoint, write_json, write_text
-from cnnbench.engine.distributed import launch
+from cnnbench.engine.distributed import WorkersStopped, launch
 from cnnbench.engine.knobs import check_knobs_take_effect
-from cnnbench.engine.preemption import Preempted, resume_command
+from cnnbench.engine.preemption import Preempted
 from cnnbench.engine.train import check_unfinished, train
 from cnnbench.errors import EXIT_STOPPED, UserError
 from cnnbench.validate import validate
@@ -99,8 +99,9 @@ def run_processes(cfg: DictConfig, hydra_cfg, run_dir: Path, checkpoint: Optiona
         log_config = OmegaConf.to_container(hydra_cfg.job_logging, resolve=True)
         try:
             return launch(devices, train_worker, plain(cfg), str(run_dir), source, log_config)[0]
-        except SignalException as stop:  # this process was told to stop; the workers saved and stopped
-            log.info(f"stopped by {signal_name(stop.sigval)}; continue with: {resume_command(run_dir)}")
+        except (SignalException, WorkersStopped):
+            # The workers got the signal too (from the process group, or passed on by the
+            # launcher); the first one saved and printed the stop line with the resume command.
             return None
     return train_worker(cfg, str(run_dir), source, checkpoint=checkpoint)
 
@@ -137,14 +138,19 @@ def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[
         return train(cfg, Path(run_dir), source, checkpoint)
     except Preempted as stop:
         log.info(str(stop))
+        if log_config is not None:
+            exit_stopped_worker()
         return None
 
 
-def signal_name(signum) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
+def exit_stopped_worker() -> None:
+    """End a started worker that saved and stopped, now. Returning would leave it waiting
+    for the launcher to collect its result, which a launcher that is itself stopping never
+    does: it waits 30 s, past a cluster's usual kill grace period, then kills the worker."""
+    logging.shutdown()  # flush the log files first: os._exit skips every clean-up
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STOPPED)
 
 
 def process_count(trainer: DictConfig) -> int:

@@ -59,7 +59,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cnnbench.engine.device import pick_device
-from cnnbench.errors import UserError
+from cnnbench.errors import EXIT_STOPPED, UserError
 
 log = logging.getLogger("cnnbench")
 
@@ -256,8 +256,14 @@ def launch(n_processes: int, fn: Callable, *args: Any) -> List[Any]:
             with quiet_launcher_logs(), own_signal_handlers():
                 results = elastic_launch(config, run_worker)(fn, *args)
         except ChildFailedError as err:
+            if all(failure.exitcode == EXIT_STOPPED for failure in err.failures.values()):
+                raise WorkersStopped() from None  # every worker saved and stopped on request
             raise worker_error(err, logs) from None
     return [results[rank] for rank in range(n_processes)]
+
+
+class WorkersStopped(Exception):
+    """Every worker of a launch stopped with status EXIT_STOPPED (a stop signal; they saved first)."""
 
 
 @contextmanager
