@@ -207,7 +207,7 @@ def test_googlenet_training_mode_main_and_auxiliary_logits():
     "LeNet-5's squashing function is f(a) = 1.7159 tanh(2a/3) (LeCun et al. 1998, eq. 6 and appendix A) "
     "in C1, C3, C5, F6 and after the S2/S4 subsampling (section II.B: 'the result is passed through a "
     "sigmoidal function'); conf/model/lenet5.yaml has plain tanh after C1, C3, C5, F6 and nothing after "
-    "S2/S4, and its header says tanh is 'kept from the paper' without listing either difference"))
+    "S2/S4, a simplification its header states"))
 def test_lenet5_paper_squashing_function():
     case = Case("lenet5", partial(ref.lenet5, 10, paper_squashing=True), 10)
     reference, model = built(case)
