@@ -52,6 +52,14 @@ def test_summary_command_prints_json(run):
     assert not list(run.cwd.iterdir()), "summary writes no files"
 
 
+def test_summary_sizes_a_model_for_its_own_classes_unless_told(run):
+    native = json.loads(run("summary", "summary.format=json", "model=resnet50").stdout)
+    assert native["num_classes"] == 1000 and native["params"] == 25_557_032  # torchvision's resnet50
+    for chosen in ("data.num_classes=10", "data=cifar10"):
+        sized = json.loads(run("summary", "summary.format=json", "model=resnet50", chosen).stdout)
+        assert sized["num_classes"] == 10 and sized["params"] == 25_557_032 - 2048 * 990 - 990
+
+
 def test_summary_table_and_errors(run, cli):
     result = run("summary")
     assert "C1" in result.stdout and "MACs 416,520" in result.stdout and "params 61,706" in result.stdout
