@@ -59,6 +59,12 @@ class Norm(Choice):
     none = "none"
 
 
+class Pretrained(Choice):
+    """model.pretrained: whose trained weights replace the initial ones (cnnbench/models/pretrained.py)."""
+
+    torchvision = "torchvision"
+
+
 class OnCorrupt(Choice):
     error = "error"
     skip = "skip"
@@ -149,6 +155,10 @@ class ModelConfig:
     # The paper's initialisation per op kind, e.g.
     # {conv: {weight: [normal, 0.01], bias: [constant, 0]}}; see cnnbench/models/init.py.
     init_spec: Dict[str, Any] = field(default_factory=dict)
+    # Start from trained weights: null (`init`) | torchvision (its
+    # ImageNet weights, for models whose `source` is torchvision.models.<name>,
+    # read from torch hub's cache; needs data.num_classes=1000).
+    pretrained: Optional[Pretrained] = None
     # What the model's `norm` rows are: bn (batchnorm) | gn (groupnorm, Wu &
     # He 2018) | none. Models without `norm` rows ignore it.
     norm: Norm = Norm.bn

@@ -24,7 +24,7 @@ def summary_command(cfg: DictConfig) -> None:
         # The model at its own size, as its paper counts it (resnet50: 25.6 M parameters for
         # ImageNet's 1000 classes), not sized for the default dataset's 10 classes.
         cfg.data.num_classes = default_num_classes(shape)
-    model = model_from_config(cfg)
+    model = model_from_config(cfg, load_pretrained=False)  # counts need no weights
     rows = summarize(model, shape)
     if options.format == "json":
         print(json.dumps({

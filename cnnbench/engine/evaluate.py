@@ -114,7 +114,7 @@ def evaluate_checkpoint(cfg: DictConfig, out_dir: Path, eval_overrides: Sequence
         OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), force_add=True)
     validate(run_cfg, "eval")  # the run's config with this command's changes, before any data or model
     device = pick_device(cfg.accelerator)
-    model = model_from_config(run_cfg).to(device)
+    model = model_from_config(run_cfg, load_pretrained=False).to(device)  # the checkpoint holds the weights
     load_weights(model, state)
     loader = loader_for(run_cfg, cfg.eval.split, device, train=False, crops=cfg.eval.crops)
     metrics = evaluate(model, loader, run_cfg.data.num_classes, per_class=True)

@@ -24,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 from cnnbench.config import CONF_DIR, ModelConfig
 from cnnbench.errors import UserError
 from cnnbench.models.builder import Network, build_model
+from cnnbench.models.convert import load_torchvision_state_dict
+from cnnbench.models.pretrained import check_pretrained, torchvision_weights
 from cnnbench.models.registry import BuildOptions
 
 MODEL_DIR = CONF_DIR / "model"
@@ -86,14 +88,20 @@ def model_spec(name: str, num_classes: Optional[int] = None, **overrides: Any) -
 def create_model(name: str, num_classes: Optional[int] = None, **overrides: Any) -> Network:
     """The network of conf/model/<name>.yaml, built at its own input size (``input_size=`` changes it).
 
-    ``overrides``: model keys (see :func:`model_spec`), and ``dropout=`` (a
+    ``overrides``: model keys (see :func:`model_spec`; ``pretrained="torchvision"`` loads
+    torchvision's ImageNet weights, see cnnbench/models/pretrained.py), and ``dropout=`` (a
     rate for every dropout layer, 0 removes them) and ``lrn=`` (False removes
     LRN layers), the regularization group's switches.
     """
     check_keywords(name, overrides, model_keys() + list(OPTION_KEYS))
     options = build_options(name, {key: overrides.pop(key) for key in OPTION_KEYS if key in overrides})
     spec = model_spec(name, num_classes, **overrides)
-    return build_model(spec, native_input(spec), options, source=f"conf/model/{name}.yaml")
+    classes = num_classes if num_classes is not None else default_num_classes(native_input(spec))
+    weights = pretrained_weights(spec, classes, "num_classes")
+    network = build_model(spec, native_input(spec), options, source=f"conf/model/{name}.yaml")
+    if weights is not None:
+        load_torchvision_state_dict(network, weights)
+    return network
 
 
 def check_name(name: str) -> None:
@@ -138,14 +146,18 @@ def build_options(name: str, options: Dict[str, Any]) -> BuildOptions:
     return BuildOptions(dropout=None if dropout is None else float(dropout), lrn=lrn)
 
 
-def model_from_config(cfg, source: Optional[str] = None) -> Network:
+def model_from_config(cfg, source: Optional[str] = None, load_pretrained: bool = True) -> Network:
     """The network a composed run config describes (``cfg.model`` at the run's input
-    size), with the run's regularization switches applied; ``source`` names it in errors."""
+    size), with the run's regularization switches applied; ``source`` names it in errors.
+    ``model.pretrained`` loads those weights unless ``load_pretrained`` is False (a caller
+    that loads a checkpoint's weights over them anyway)."""
     from cnnbench.config import input_shape, plain
 
     options = BuildOptions(dropout=cfg.regularization.dropout, lrn=cfg.regularization.lrn)
     where = source or f"model '{cfg.model.name}'"
-    network = build_model(plain(cfg.model), input_shape(cfg), options, where)
+    spec = plain(cfg.model)
+    weights = pretrained_weights(spec, cfg.data.num_classes) if load_pretrained else None
+    network = build_model(spec, input_shape(cfg), options, where)
     # A model that ends in the wrong shape would train against the labels anyway (7 outputs
     # for 10 classes fails mid-step, a spatial map fails in the loss): refuse it here, by name.
     classes = cfg.data.num_classes
@@ -154,4 +166,13 @@ def model_from_config(cfg, source: Optional[str] = None) -> Network:
             f"{where}: the model's output shape is {tuple(network.output_shape)}, but data.num_classes={classes} "
             f"needs ({classes},); end the model with flatten and [linear, {{out: \"${{data.num_classes}}\"}}]"
         )
+    if weights is not None:
+        load_torchvision_state_dict(network, weights)
     return network
+
+
+def pretrained_weights(spec: Dict[str, Any], num_classes: int, classes_key: str = "data.num_classes"):
+    """The state dict ``spec['pretrained']`` asks for (read before the network is built, so a
+    refused model or a missing file fails at once), or None."""
+    name = check_pretrained(spec, num_classes, classes_key)
+    return None if name is None else torchvision_weights(name)
