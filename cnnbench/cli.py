@@ -62,8 +62,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if command not in COMMANDS:
         return fail("cnnbench", f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}")
     _, target = COMMANDS[command]
-    if target is None:
-        return fail(f"cnnbench {command}", "this command is not available in this version yet")
     if command == "report":  # `cnnbench report DIR...`: Hydra takes key=value only, so bare folders become report.paths
         from cnnbench.commands.report import paths_as_override
 
