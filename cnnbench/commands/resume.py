@@ -24,6 +24,7 @@ ends with settings it did not start with.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -147,6 +148,30 @@ def discard_unused_run_folder(folder: Path) -> bool:
         parent.rmdir()
         parent = parent.parent
     return True
+
+
+def note_error_in_log_file(err: BaseException) -> str:
+    """Write ``error: <err's one line>`` to the run's train.log (the console has it on stderr
+    already), once: a sweep job's wrapper notes the same error the run noted. Returns the line."""
+    error = one_line(err)
+    message = f"error: {error}"
+    logger = logging.getLogger("cnnbench")
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and not last_line_is(Path(handler.baseFilename), message):
+            handler.handle(record)
+    return error
+
+
+def last_line_is(path: Path, message: str) -> bool:
+    return path.is_file() and message in (path.read_text(errors="replace").strip().splitlines() or [""])[-1]
+
+
+def one_line(err: BaseException) -> str:
+    """A UserError's message, or any other error's type and message: its first line."""
+    text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def resumed_config(run_config: dict, new: DictConfig, overrides: List[str]) -> DictConfig:

@@ -24,11 +24,11 @@ from typing import Callable, List, Optional
 
 from omegaconf import DictConfig, open_dict
 
-from cnnbench.errors import EXIT_STOPPED, EXIT_USER_ERROR, UserError
+from cnnbench.commands.resume import LAST, note_error_in_log_file
+from cnnbench.errors import EXIT_STOPPED, EXIT_USER_ERROR
 
 log = logging.getLogger("cnnbench")
 STATUS = "status.json"
-LAST = Path("checkpoints") / "last.pt"
 
 
 @dataclass
@@ -79,9 +79,8 @@ def run_sweep_job(cfg: DictConfig, task: Callable[[DictConfig], object], prog: s
             OUTCOMES.append(Outcome(name, "stopped"))
         raise
     except Exception as err:  # noqa: BLE001 - a failing job must not end the sweep
-        error = one_line(err)
+        error = note_error_in_log_file(err)
         print(f"{prog}: error: job {name}: {error}", file=sys.stderr)
-        note_failure(error)
         write_status(folder, "failed", error)
         OUTCOMES.append(Outcome(name, "failed", error))
         return None
@@ -166,28 +165,6 @@ def write_status(folder: Path, status: str, error: Optional[str]) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / STATUS, {"status": status, "error": error})
-
-
-def note_failure(error: str) -> None:
-    """The job's train.log says why it failed (the console has it on stderr already)."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, f"error: {error}", None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and not already_noted(handler, error):
-            handler.handle(record)
-
-
-def already_noted(handler: logging.FileHandler, error: str) -> bool:
-    path = Path(handler.baseFilename)
-    return path.is_file() and f"error: {error}" in (path.read_text(errors="replace").strip().splitlines() or [""])[-1]
-
-
-def one_line(err: BaseException) -> str:
-    if isinstance(err, UserError):
-        text = str(err)
-    else:
-        text = f"{type(err).__name__}: {err}"
-    lines = text.strip().splitlines()
-    return lines[0] if lines else type(err).__name__
 
 
 def sweep_summary() -> Optional[tuple]:

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
 from cnnbench.commands.resume import (
-    LAST, checkpoint_to_resume, discard_unused_run_folder, folder_in_use_message, resumed_config, run_folder_in_use,
+    LAST, checkpoint_to_resume, discard_unused_run_folder, folder_in_use_message, note_error_in_log_file,
+    resumed_config, run_folder_in_use,
 )
 from cnnbench.config import plain
 from cnnbench.engine.checkpoint import load_checkpoint, write_json, write_text
@@ -51,7 +52,7 @@ def train_command(cfg: DictConfig) -> Optional[float]:
     except Exception as err:
         if keep_folder or not discard_unused_run_folder(run_dir):
             # The console shows the error (stderr); the run's own record must say why it ended too.
-            note_in_log_file(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+            note_error_in_log_file(err)
         raise
     if results is None:  # stopped by a signal: stop the whole command, a sweep's later jobs too
         raise SystemExit(EXIT_STOPPED)
@@ -116,14 +117,6 @@ def record_resume(run_dir: Path, overrides: List[str]) -> None:
         "overrides": overrides,
     })
     write_text(history, OmegaConf.to_yaml(OmegaConf.create(entries)))
-
-
-def note_in_log_file(message: str) -> None:
-    """``message`` in the run's train.log only: the console already has it, on stderr."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
 
 
 def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[dict] = None,
