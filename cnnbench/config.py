@@ -51,6 +51,10 @@ class DatasetName(Choice):
     cifar100 = "cifar100"
     imagenet = "imagenet"
     synthetic = "synthetic"
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+    kmnist = "kmnist"
+    folder = "folder"
 
 
 class Norm(Choice):
@@ -124,7 +128,7 @@ CROP_COUNTS = (1, 2, 10, 144)
 # In-memory images are already the network's input size: only them and their mirrors.
 IN_MEMORY_CROP_COUNTS = (1, 2)
 # Datasets read from image folders, whose images are resized and cropped to the network's input.
-FOLDER_DATASETS = ("imagenet",)
+FOLDER_DATASETS = ("imagenet", "folder")
 
 
 @dataclass
