@@ -79,6 +79,9 @@ DATASETS: Dict[str, Callable[[DictConfig, str], InMemoryDataset]] = {
     "cifar10": lazy_loader("cnnbench.data.cifar:load_cifar10"),
     "cifar100": lazy_loader("cnnbench.data.cifar:load_cifar100"),
     "synthetic": lazy_loader("cnnbench.data.synthetic:load_synthetic"),
+    "mnist": lazy_loader("cnnbench.data.mnist:load_mnist"),
+    "fashion_mnist": lazy_loader("cnnbench.data.mnist:load_fashion_mnist"),
+    "kmnist": lazy_loader("cnnbench.data.mnist:load_kmnist"),
 }
 
 
