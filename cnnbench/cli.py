@@ -5,20 +5,23 @@ so the whole Hydra command line works after the command word: overrides
 (``optim.lr=0.1``, ``+key=v``, ``~key``), ``-m`` sweeps, ``--cfg job``,
 ``--help``, ``-cn``. Mistakes in that command line end in one line on
 stderr and exit status 2; a run stopped by a signal (checkpoint saved,
-resumable) exits with status 3 (cnnbench/errors.py).
+resumable) exits with status 3; a run whose worker process died or hung
+ends in one line and status 1 (cnnbench/errors.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import os
 import sys
 import tempfile
+import traceback
 from typing import Callable, Optional, Sequence
 
 from cnnbench import __version__
-from cnnbench.errors import EXIT_USER_ERROR, UserError
+from cnnbench.errors import EXIT_FAILED, EXIT_USER_ERROR, RunFailed, UserError
 
 # command -> (one-line description, "module:function" run inside Hydra)
 COMMANDS = {
@@ -70,20 +73,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         status = run_hydra_app(command, target, hydra_args)
     except UserError as err:
         return fail(f"cnnbench {command}", str(err))
+    except RunFailed as err:
+        return fail(f"cnnbench {command}", str(err), EXIT_FAILED)
     except KeyboardInterrupt:  # Ctrl-C outside training (which saves and exits 3), or twice
         print(f"cnnbench {command}: interrupted", file=sys.stderr)
         return 130  # the shell's status for a process ended by SIGINT
     except Exception as err:  # noqa: BLE001 - only config/CLI errors are caught below
         message = explain_config_error(err, command) or explain_os_error(err)
-        if message is None or os.environ.get("CNNBENCH_TRACEBACK"):
-            raise
-        return fail(f"cnnbench {command}", message)
+        if message is not None and not os.environ.get("CNNBENCH_TRACEBACK"):
+            return fail(f"cnnbench {command}", message)
+        # A bug: its traceback, as an uncaught exception prints it, and the status it exits with.
+        # Returned rather than raised, so the run's objects are freed (below) before exit.
+        traceback.print_exc()
+        return EXIT_FAILED
+    finally:
+        # A failed run's frames, in reference cycles with its error, may still hold DataLoader
+        # iterators. Collected now, they shut their workers down; left to the interpreter's
+        # exit, which waits for every child process, workers that ignore SIGTERM hang it.
+        gc.collect()
     return status
 
 
-def fail(prog: str, message: str) -> int:
+def fail(prog: str, message: str, status: int = EXIT_USER_ERROR) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
-    return EXIT_USER_ERROR
+    return status
 
 
 def load_task(target: str) -> Callable:
@@ -126,6 +139,9 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> int:
             return load_task(target)(cfg)
         except UserError as err:
             fail(f"cnnbench {command}", str(err))
+        except RunFailed as err:  # ended here, or Hydra would print its report before the line
+            fail(f"cnnbench {command}", str(err))
+            raise SystemExit(EXIT_FAILED) from None
         except (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue) as err:
             fail(f"cnnbench {command}", f"the config has no value for '{err.full_key}', which this command needs")
         raise SystemExit(EXIT_USER_ERROR)

@@ -1,17 +1,26 @@
-"""The one exception type for mistakes a user can fix, and the exit statuses.
+"""The exception types the CLI reports in one line, and the exit statuses.
 
 The CLI prints a UserError's message as a single line and exits with status
 2; it is never shown as a traceback. Say what was wrong, where, and what to do.
+A RunFailed (a worker process killed or hung) is one line too, with status 1;
+the detail goes to the run's train.log.
 """
 
 # Exit statuses of the `cnnbench` command, so a scheduler can tell the outcomes apart.
 EXIT_OK = 0  # the command finished
+EXIT_FAILED = 1  # the run failed for a reason outside the command line: a process of it died or hung
 EXIT_USER_ERROR = 2  # a mistake the user can fix; one line on stderr says which
 EXIT_STOPPED = 3  # stopped by a signal after saving a checkpoint: resumable, not finished
 
 
 class UserError(Exception):
     pass
+
+
+class RunFailed(Exception):
+    """A run that ended because a process of it died or hung (killed by a signal, out of
+    memory, a collective timed out): no mistake of the user's, and nothing a traceback of
+    the main process would explain. The message names the process and the cause."""
 
 
 def yaml_syntax_message(err: BaseException) -> "str | None":

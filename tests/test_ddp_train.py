@@ -71,4 +71,5 @@ def test_sigterm_to_a_two_process_run_saves_once_and_exits_quickly(tmp_path):
     assert time.monotonic() - stopped < 10, "took too long to stop"
     assert process.returncode == 3, stderr  # EXIT_STOPPED: saved, resumable
     assert (stdout + stderr).count("stopped by SIGTERM") == 1
+    assert "leaked" not in stderr, stderr  # the workers' semaphores were unlinked, none left to the resource tracker
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file() and not (tmp_path / "run" / "results.json").exists()

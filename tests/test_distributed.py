@@ -7,6 +7,12 @@ and report its evaluation metrics.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,11 +22,11 @@ from cnnbench.data.datasets import InMemoryDataset
 from cnnbench.data.imagenet import EpochSampler
 from cnnbench.data.loaders import DeviceLoader, shard_positions
 from cnnbench.engine.distributed import (
-    DistributedContext, all_gather_object, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, launch, setup,
-    teardown, unwrap, wrap_model,
+    DistributedContext, all_gather_object, all_reduce_sum, barrier, broadcast_buffers, broadcast_object,
+    dataloader_worker_death, launch, setup, teardown, unwrap, worker_error, wrap_model,
 )
 from cnnbench.engine.metrics import topk_correct
-from cnnbench.errors import UserError
+from cnnbench.errors import RunFailed, UserError
 from cnnbench.models import build_model, classification_loss, main_logits
 
 CPU = torch.device("cpu")
@@ -194,6 +200,8 @@ def failing_worker(error: str) -> None:
     ctx = setup("cpu", timeout_s=60)
     try:
         if ctx.rank == 1:
+            if error == "SIGKILL":  # what the kernel's out-of-memory killer does: no exception, no clean-up
+                os.kill(os.getpid(), signal.SIGKILL)
             raise UserError("data.root is wrong") if error == "UserError" else ValueError("rank 1 gives up")
         barrier()  # rank 0 waits here for a rank that will never come: the launcher must stop it
     finally:
@@ -201,12 +209,48 @@ def failing_worker(error: str) -> None:
 
 
 @pytest.mark.parametrize("error, raised, message", [
-    ("ValueError", RuntimeError, "worker rank 1 of the distributed run failed: ValueError: rank 1 gives up"),
+    ("ValueError", RunFailed, "^worker rank 1 of the distributed run failed: ValueError: rank 1 gives up"),
     ("UserError", UserError, "^data.root is wrong$"),
+    ("SIGKILL", RunFailed, r"^worker rank 1 of the distributed run was killed by signal SIGKILL \(and 1 other rank"),
 ])
 def test_a_failing_worker_fails_the_launch(error, raised, message):
-    with pytest.raises(raised, match=message):
+    with pytest.raises(raised, match=message) as failed:
         launch(WORLD, failing_worker, error)
+    assert len(str(failed.value).splitlines()) == 1
+    if error == "SIGKILL":
+        assert str(failed.value).endswith("see `dmesg`; try fewer data.workers)")
+
+
+class FakeLaunchFailure:
+    """What torch's launcher raises (ChildFailedError) when the first rank it saw fail did not raise."""
+
+    def __init__(self, rank: int, exitcode: int):
+        self.failures = {rank: SimpleNamespace(exitcode=exitcode, timestamp=time.time())}
+
+
+def test_a_rank_that_hung_is_reported_by_the_rank_that_gave_up_waiting(tmp_path):
+    # Rank 0's collective timed out (its error file); rank 1, stopped, was killed by the launcher.
+    report = tmp_path / "run" / "attempt_0" / "0" / "error.json"
+    report.parent.mkdir(parents=True)
+    worker_failed = f"WorkerFailed: {time.time():.6f} peer DistBackendError: Timed out waiting 60000ms for recv"
+    report.write_text(json.dumps({"message": {"message": worker_failed, "extraInfo": {"py_callstack": "Traceback"}}}))
+    error = worker_error(FakeLaunchFailure(0, 1), str(tmp_path))
+    assert isinstance(error, RunFailed)
+    assert str(error) == ("worker rank 0 of the distributed run gave up waiting for another rank, which hung or died: "
+                          "DistBackendError: Timed out waiting 60000ms for recv")
+    assert str(worker_error(FakeLaunchFailure(1, -int(signal.SIGSEGV)), str(tmp_path / "none"))) == (
+        "worker rank 1 of the distributed run was killed by signal SIGSEGV")
+
+
+def test_a_dataloader_worker_death_is_one_line():
+    killed = RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+    killed.__cause__ = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")
+    assert dataloader_worker_death(killed).startswith("DataLoader worker (pid 4242) was killed by signal SIGKILL (")
+    crashed = RuntimeError("DataLoader worker (pid 7) exited unexpectedly with exit code 1. Details are lost due to "
+                           "multiprocessing. Rerunning with num_workers=0 may give better error trace.")
+    assert dataloader_worker_death(crashed) == (
+        "DataLoader worker (pid 7) was ended with exit code 1 without an error message")
+    assert dataloader_worker_death(RuntimeError("CUDA out of memory")) is None
 
 
 def test_one_process_needs_no_process_group(monkeypatch):

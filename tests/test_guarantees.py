@@ -93,14 +93,39 @@ def test_ctrl_c_saves_and_exits_3_without_a_traceback(tmp_path):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+def forked_children(pid: int) -> list:
+    """The processes ``pid`` forked (its DataLoader workers), oldest first, from /proc."""
+    own = Path(f"/proc/{pid}/cmdline").read_bytes()
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sorted(int(child) for child in children if Path(f"/proc/{child}/cmdline").read_bytes() == own)
+
+
 @pytest.mark.slow
-def test_sigterm_to_the_process_group_spares_the_dataloader_workers(tmp_path, imagenet_root):
-    process = start_cli(tmp_path, "train", "model=lenet5", "data=imagenet", f"data.root={imagenet_root}",
-                        "data.num_classes=3", "data.image_size=32", "augment.resize=36", "eval.resize=36",
-                        "data.workers=2", "data.on_corrupt=skip", "data.batch_size=2", "trainer=cpu",
-                        "trainer.epochs=1000", "trainer.checkpoint_every_n_steps=1", "trainer.progress_bar=false",
-                        "hydra.run.dir=run")
-    wait_for(tmp_path / "run" / "checkpoints" / "last.pt", process)
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the DataLoader workers in /proc")
+def test_a_killed_dataloader_worker_is_one_line_and_sigterm_spares_them(tmp_path, imagenet_root):
+    args = ["train", "model=lenet5", "data=imagenet", f"data.root={imagenet_root}", "data.num_classes=3",
+            "data.image_size=32", "augment.resize=36", "eval.resize=36", "data.workers=2", "data.on_corrupt=skip",
+            "data.batch_size=2", "trainer=cpu", "trainer.epochs=1000", "trainer.checkpoint_every_n_steps=1",
+            "trainer.progress_bar=false"]
+    process = start_cli(tmp_path, *args, "hydra.run.dir=run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    wait_for(last, process)
+    worker = forked_children(process.pid)[0]
+    os.kill(worker, signal.SIGKILL)  # what the out-of-memory killer does to a worker
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert stderr.startswith(f"cnnbench train: error: DataLoader worker (pid {worker}) was killed by signal SIGKILL")
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "is killed by signal" in log and "error: DataLoader worker" in log  # the detail stays in the log
+    torch.load(last, weights_only=True)  # whole: a kill mid-save leaves a temporary file, never half a last.pt
+
+    saved = last.stat().st_mtime_ns
+    process = start_cli(tmp_path, "train", "trainer.resume=run")  # the checkpoint it left resumes
+    deadline = time.monotonic() + 120
+    while last.stat().st_mtime_ns == saved:  # until it trains (and saves) again
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGTERM)  # what a scheduler or a terminal does: the main process and its workers
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == EXIT_STOPPED, stderr

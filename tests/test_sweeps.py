@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 TINY = ("model=lenet5", "trainer.epochs=1")
 
@@ -64,10 +65,18 @@ def test_a_stopped_sweep_run_again_completes_every_job(cli):
     shutil.rmtree(sweep / "2")
     (sweep / "1" / "results.json").unlink()
     (sweep / "1" / "status.json").unlink()
+    records = {path: path.read_bytes() for job in ("0", "1") for path in (sweep / job / ".hydra").iterdir()}
+    assert len(records) == 6  # config.yaml, hydra.yaml, overrides.yaml of each
     again = cli(*args, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr
     assert "sweep: 3 finished (1 skipped: finished before)" in again.stdout
     assert "resumed from" in (sweep / "1" / "train.log").read_text()
+    # Each job folder keeps the record of the command that started it; a resume is appended to its history.
+    assert {path: path.read_bytes() for path in records} == records
+    (entry,) = yaml.safe_load((sweep / "1" / "resume_history.yaml").read_text())
+    assert entry["overrides"][-2:] == ["seed=1", f"trainer.resume={sweep / '1'}"], entry
+    assert not (sweep / "0" / "resume_history.yaml").exists()  # skipped, not resumed
+    assert "seed=2" in (sweep / "2" / ".hydra" / "overrides.yaml").read_text()  # a job run anew gets its record
     for job in ("0", "1", "2"):
         assert status(sweep / job)["status"] == "finished"
         assert json.loads((sweep / job / "results.json").read_text())["seed"] == int(job)

@@ -33,7 +33,7 @@ from typing import List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from cnnbench.engine.preemption import hydra_quoted
-from cnnbench.errors import UserError
+from cnnbench.errors import RunFailed, UserError
 
 LAST = Path("checkpoints") / "last.pt"
 # Flags of command lines that start no run, or sweep (each job finds its own folder).
@@ -168,8 +168,8 @@ def last_line_is(path: Path, message: str) -> bool:
 
 
 def one_line(err: BaseException) -> str:
-    """A UserError's message, or any other error's type and message: its first line."""
-    text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+    """A UserError's or RunFailed's message, or any other error's type and message: its first line."""
+    text = str(err) if isinstance(err, (UserError, RunFailed)) else f"{type(err).__name__}: {err}"
     lines = text.strip().splitlines()
     return lines[0] if lines else type(err).__name__
 
@@ -184,7 +184,7 @@ def resumed_config(run_config: dict, new: DictConfig, overrides: List[str]) -> D
         if key.startswith("hydra"):
             continue
         new_value = OmegaConf.select(new, key, default=None)
-        if key.startswith(MAY_CHANGE):
+        if key.startswith(MAY_CHANGE) or f"{key}." in MAY_CHANGE:  # trainer=cpu: a whole group that may change
             OmegaConf.update(config, key, new_value, force_add=True)
             continue
         old_value = OmegaConf.select(config, key, default=None)

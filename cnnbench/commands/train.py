@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import logging
 import logging.config
 import os
 import shlex
 import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -17,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch.distributed.elastic.multiprocessing.api import SignalException
+from tqdm import tqdm
 
 from cnnbench.commands.resume import (
     LAST, checkpoint_to_resume, discard_unused_run_folder, folder_in_use_message, note_error_in_log_file,
@@ -24,11 +28,11 @@ from cnnbench.commands.resume import (
 )
 from cnnbench.config import plain
 from cnnbench.engine.checkpoint import load_checkpoint, write_json, write_text
-from cnnbench.engine.distributed import WorkersStopped, launch
+from cnnbench.engine.distributed import WorkersStopped, dataloader_worker_death, launch, log_to_files
 from cnnbench.engine.knobs import check_knobs_take_effect
-from cnnbench.engine.preemption import Preempted
+from cnnbench.engine.preemption import Preempted, hydra_quoted
 from cnnbench.engine.train import check_unfinished, train
-from cnnbench.errors import EXIT_STOPPED, UserError
+from cnnbench.errors import EXIT_STOPPED, RunFailed, UserError
 from cnnbench.validate import validate
 
 log = logging.getLogger("cnnbench")
@@ -85,7 +89,7 @@ def prepare_run(cfg: DictConfig, hydra_cfg, run_dir: Path) -> Tuple[DictConfig, 
     if checkpoint is not None:
         check_unfinished(checkpoint["progress"]["epoch"], cfg, run_dir, checkpoint["path"])
         if (run_dir / LAST).is_file():
-            record_resume(run_dir, list(hydra_cfg.overrides.task))
+            record_resume(run_dir, resume_overrides(hydra_cfg, run_dir))
     return cfg, checkpoint
 
 
@@ -107,6 +111,16 @@ def run_processes(cfg: DictConfig, hydra_cfg, run_dir: Path, checkpoint: Optiona
     return train_worker(cfg, str(run_dir), source, checkpoint=checkpoint)
 
 
+def resume_overrides(hydra_cfg, run_dir: Path) -> List[str]:
+    """The overrides of the command line that resumed the run. A job of a continued sweep is
+    resumed by the sweep (commands/sweep.py), not by its overrides: they get the
+    ``trainer.resume`` that does the same for the job alone."""
+    overrides = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode == RunMode.MULTIRUN and not any(o.startswith("trainer.resume=") for o in overrides):
+        overrides.append(f"trainer.resume={hydra_quoted(str(run_dir))}")
+    return overrides
+
+
 def record_resume(run_dir: Path, overrides: List[str]) -> None:
     """Append this resume's command line to <run>/resume_history.yaml (.hydra/ keeps the first one's)."""
     history = run_dir / RESUME_HISTORY
@@ -121,9 +135,15 @@ def record_resume(run_dir: Path, overrides: List[str]) -> None:
 
 def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[dict] = None,
                  checkpoint: Optional[dict] = None) -> Optional[dict]:
-    """One process's training (the only one, or one of several); None when it was stopped."""
-    if log_config is not None and os.environ.get("RANK", "0") == "0":
-        logging.config.dictConfig(log_config)  # a started worker logs like the Hydra job
+    """One process's training (the only one, or one of several); None when it was stopped.
+    A DataLoader worker that died ends it with a RunFailed saying which and how."""
+    if log_config is not None:
+        # tqdm's default lock is a multiprocessing one, a named semaphore in a started (spawned)
+        # worker, which a killed worker leaves for the resource tracker to warn about; no other
+        # process shares this one's progress bar, so a thread lock does.
+        tqdm.set_lock(threading.RLock())
+        if os.environ.get("RANK", "0") == "0":
+            logging.config.dictConfig(log_config)  # a started worker logs like the Hydra job
     cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
     if cfg.trainer.resume and checkpoint is None:  # a started worker reads the checkpoint itself
         checkpoint = load_checkpoint(checkpoint_to_resume(cfg.trainer.resume, Path(run_dir)))
@@ -134,15 +154,32 @@ def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[
         if log_config is not None:
             exit_stopped_worker()
         return None
+    except RuntimeError as err:
+        death = dataloader_worker_death(err)
+        if death is None:
+            raise
+        log_to_files(f"{death}:\n{traceback.format_exc().rstrip()}")
+    # Raised here, with the DataLoader's error dropped: the frames it holds hold the loaders,
+    # whose other workers ignore SIGTERM; collected now, the loaders shut them down, where
+    # left to the interpreter's exit they would be waited for forever.
+    gc.collect()
+    raise RunFailed(death)
 
 
 def exit_stopped_worker() -> None:
     """End a started worker that saved and stopped, now. Returning would leave it waiting
     for the launcher to collect its result, which a launcher that is itself stopping never
-    does: it waits 30 s, past a cluster's usual kill grace period, then kills the worker."""
+    does: it waits 30 s, past a cluster's usual kill grace period, then kills the worker.
+    A normal interpreter exit is no better: torch's native clean-up can take as long."""
+    import multiprocessing.util
+
     logging.shutdown()  # flush the log files first: os._exit skips every clean-up
     sys.stdout.flush()
     sys.stderr.flush()
+    # What a multiprocessing child runs before its own os._exit: the finalizers that unlink the
+    # named semaphores this process made (tqdm's lock, DataLoader queues), which would otherwise
+    # outlive it and make the resource tracker warn about "leaked semaphore objects".
+    multiprocessing.util._exit_function()
     os._exit(EXIT_STOPPED)
 
 

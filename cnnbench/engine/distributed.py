@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -59,7 +60,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cnnbench.engine.device import pick_device
-from cnnbench.errors import EXIT_STOPPED, UserError
+from cnnbench.errors import EXIT_STOPPED, RunFailed, UserError
 
 log = logging.getLogger("cnnbench")
 
@@ -234,9 +235,9 @@ def launch(n_processes: int, fn: Callable, *args: Any) -> List[Any]:
 
     ``fn`` and ``args`` must be picklable (``fn`` a module-level function): the
     workers are fresh interpreters. In each, call :func:`setup` to join. When a
-    worker fails the launcher stops the others, and this raises a RuntimeError
-    naming the rank that failed first and its error (a UserError when that
-    error was one).
+    worker fails the launcher stops the others, and this raises a RunFailed
+    naming the rank that failed first and why (killed by a signal, its error),
+    or a UserError when that error was one.
     """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -298,6 +299,8 @@ def run_worker(fn: Callable, *args: Any) -> Any:
         frame = traceback.extract_tb(err.__traceback__)[-1].filename if err.__traceback__ else ""
         if isinstance(err, UserError):
             origin = "user"
+        elif isinstance(err, RunFailed):
+            origin = "failed"
         elif isinstance(err, dist.DistError) or os.path.dirname(dist.__file__) in frame:
             origin = "peer"
         else:
@@ -307,7 +310,7 @@ def run_worker(fn: Callable, *args: Any) -> Any:
 
 def worker_error(err, logs: str) -> Exception:
     """One exception for a failed launch, from the root cause: a UserError as itself, anything
-    else as a RuntimeError naming the rank (its traceback logged).
+    else as a RunFailed naming the rank and why it failed (its traceback in the run's log file).
 
     The root cause is the first failure that did not happen inside a collective.
     Every rank's error file is read, not only those the launcher reports: once
@@ -324,19 +327,86 @@ def worker_error(err, logs: str) -> Exception:
                                                report.get("extraInfo", {}).get("py_callstack"))
     for rank, failure in err.failures.items():
         if rank not in failures:  # died without raising: killed, crashed, or called exit
-            signal = f" ({failure.signal_name()})" if failure.exitcode < 0 else ""
-            failures[rank] = (False, float(failure.timestamp), "cause", f"exit code {failure.exitcode}{signal}", None)
+            failures[rank] = (False, float(failure.timestamp), "died", exit_cause(failure.exitcode, hint=False), None)
     rank = min(failures, key=lambda r: failures[r][:2])
-    _, _, origin, message, callstack = failures[rank]
+    came_from_peer, _, origin, message, callstack = failures[rank]
     if origin == "user":
         return UserError(message.partition(": ")[2])
     if callstack:  # the worker's own traceback, without run_worker's re-raise chained after it
-        log.error(f"worker rank {rank}:\n{callstack.split(CHAINED)[0].rstrip()}")
+        log_to_files(f"worker rank {rank}:\n{callstack.split(CHAINED)[0].rstrip()}")
+    first = message.splitlines()[0] if message else "no message"
+    if origin == "failed":  # a RunFailed's own words, without its type
+        first = first.partition(": ")[2]
+    if origin == "died":
+        what = f"was {first}"
+    elif came_from_peer:  # every failure was a collective giving up: the rank it waited for hung or died
+        what = f"gave up waiting for another rank, which hung or died: {first}"
+    else:
+        what = f"failed: {first}"
     others = len(failures) - 1
-    return RuntimeError(
-        f"worker rank {rank} of the distributed run failed: {message.splitlines()[0] if message else 'no message'}"
-        + (f" (and {others} other rank(s) after it)" if others else "")
-    )
+    return RunFailed(f"worker rank {rank} of the distributed run {what}"
+                     + (f" (and {others} other rank(s) after it)" if others else "")
+                     + (OOM_HINT if origin == "died" and first.endswith("SIGKILL") else ""))
+
+
+def exit_cause(exitcode: int, hint: bool = True) -> str:
+    """How a process that raised nothing ended, from its exit code (negative: the signal)."""
+    if exitcode < 0:
+        return f"killed by signal {signal_name(-exitcode)}" + (OOM_HINT if hint and -exitcode == signal.SIGKILL else "")
+    return f"ended with exit code {exitcode} without an error message"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"number {number}"
+
+
+# SIGKILL nobody sent on purpose is most often the kernel's out-of-memory killer.
+OOM_HINT = " (if nobody sent it, the machine likely ran out of memory: see `dmesg`; try fewer data.workers)"
+# torch.utils.data's words for a DataLoader worker that died, most specific first; the
+# signal is given by its description (strsignal): "Killed", "Segmentation fault".
+DATALOADER_DEATHS = (
+    re.compile(r"DataLoader worker \(pid (?P<pid>\d+)\) is killed by signal: (?P<signal>[^.]+)\."),
+    re.compile(r"DataLoader worker \(pid (?P<pid>\d+)\) exited unexpectedly with exit code (?P<code>-?\d+)"),
+    re.compile(r"DataLoader worker \(pid\(s\) (?P<pid>[\d, ]+)\) exited unexpectedly"),
+)
+
+
+def dataloader_worker_death(err: BaseException) -> "str | None":
+    """One line for an error that says a DataLoader worker process died (anywhere in ``err``'s
+    chain of causes): which worker, and the signal or exit code; None for any other error."""
+    messages, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        messages.append(str(err))
+        err = err.__cause__ or err.__context__
+    descriptions = {signal.strsignal(sig): sig for sig in signal.Signals if signal.strsignal(sig)}
+    for pattern in DATALOADER_DEATHS:
+        for message in messages:
+            found = pattern.search(message)
+            if found is None:
+                continue
+            pid = found["pid"]
+            if "signal" in pattern.groupindex:
+                sig = descriptions.get(found["signal"].strip())
+                cause = exit_cause(-sig) if sig else f"killed by signal {found['signal'].strip()}"
+            elif "code" in pattern.groupindex:
+                cause = exit_cause(int(found["code"]))
+            else:
+                cause = "ended unexpectedly"
+            return f"DataLoader worker (pid {pid}) was {cause}"
+    return None
+
+
+def log_to_files(message: str) -> None:
+    """Log ``message`` to the log files only (the run's train.log), not to the console: detail
+    such as a worker's traceback, for a failure the console reports in one line."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers + log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 @contextmanager
