@@ -60,6 +60,22 @@ def is_folder_data(cfg: DictConfig) -> bool:
     return cfg.data.name in FOLDER_DATASETS
 
 
+# eval.resize=null with augment.crop=random_resized: the centre crop is this share of the
+# shorter side (torchvision's 224 of 256, timm's default crop_pct).
+CROP_FRACTION = 0.875
+
+
+def eval_resize(cfg: DictConfig) -> int:
+    """The shorter side folder images are resized to for evaluation: ``eval.resize``, else (null)
+    the training view's scale: ``augment.resize`` for the center and random crops, the input
+    size / 0.875 for random_resized."""
+    if cfg.eval.resize is not None:
+        return int(cfg.eval.resize)
+    if cfg.augment.crop in ("center", "random"):
+        return int(cfg.augment.resize)
+    return int(input_shape(cfg)[1] / CROP_FRACTION)
+
+
 # --------------------------------------------------------------------------- the run: seed, trainer
 
 
@@ -137,25 +153,49 @@ def check_schedule(cfg: DictConfig) -> None:
 # --------------------------------------------------------------------------- data, model input
 
 
-def check_data_shape(cfg: DictConfig) -> None:
+def check_data_shape(cfg: DictConfig, reads_folders: bool = False) -> None:
+    """``reads_folders``: the command reads the data (train, eval), so a folder dataset may
+    leave data.num_classes to its class folders; summary and bench read none."""
     data = cfg.data
+    if data.num_classes is None:
+        require(is_folder_data(cfg) and reads_folders,
+                f"data.num_classes is null, which only a folder dataset's training run fills in (from its class "
+                f"folders); data={data.name} here needs a number: set data.num_classes=N"
+                if not is_folder_data(cfg) else
+                "data.num_classes is null (counted from the class folders when the data is read), but this "
+                "command reads no data: set data.num_classes=N")
     for key in ("num_classes", "channels", "image_size"):
-        require(data[key] >= 1, f"data.{key} must be at least 1, got {data[key]}")
+        require(data[key] is None or data[key] >= 1, f"data.{key} must be at least 1, got {data[key]}")
 
 
 def check_data(cfg: DictConfig) -> None:
     data = cfg.data
-    check_data_shape(cfg)
+    check_data_shape(cfg, reads_folders=True)
     require(data.batch_size >= 1, f"data.batch_size must be at least 1, got {data.batch_size}")
     require(data.eval_batch_size is None or data.eval_batch_size >= 1,
             f"data.eval_batch_size must be at least 1 (or null to use data.batch_size), got {data.eval_batch_size}")
     require(data.workers >= 0, f"data.workers must be >= 0, got {data.workers}")
     for key in ("mean", "std"):
-        require(len(data[key]) == data.channels,
-                f"data.{key} needs one value per channel (data.channels={data.channels}), got {list(data[key])}")
-    require(all(finite(s) and s > 0 for s in data.std), f"data.std must all be positive, got {list(data.std)}")
+        require(data[key] is not None or is_folder_data(cfg),
+                f"data.{key} is null, which only folder datasets compute (from their training images); "
+                f"data={data.name} needs one value per channel: set data.{key}=[...]")
+        require(data[key] is None or len(data[key]) == data.channels,
+                f"data.{key} needs one value per channel (data.channels={data.channels}), got {plain(data[key])}")
+    require(data.std is None or all(finite(s) and s > 0 for s in data.std),
+            f"data.std must all be positive, got {plain(data.std)}")
     if data.name == "synthetic":
         check_synthetic_sizes(data, ("train", "val"))
+    if is_folder_data(cfg):
+        check_folder_data(cfg)
+
+
+def check_folder_data(cfg: DictConfig) -> None:
+    data = cfg.data
+    require(data.channels in (1, 3),
+            f"data.channels={data.channels}: data={data.name} decodes images as grey (1) or RGB (3); set 1 or 3")
+    # Only data=folder: imagenet has a default place under the data root.
+    require(data.name != "folder" or bool(data.root),
+            "data=folder needs the folder holding train/<class>/ and val/<class>/: set data.root=DIR")
 
 
 def check_synthetic_sizes(data: DictConfig, splits: Sequence[str]) -> None:
@@ -175,13 +215,15 @@ def check_model(cfg: DictConfig) -> None:
 
 
 def check_folder_input(cfg: DictConfig) -> None:
-    """Folder data is cut into square RGB crops of the model's input size."""
+    """Folder data is cut into square crops of the model's input size (model.input_size, else
+    data.image_size), decoded with data.channels: the model must take that many channels."""
     if is_folder_data(cfg):
-        shape = input_shape(cfg)
-        require(shape[0] == 3 and shape[1] == shape[2],
-                f"data={cfg.data.name} gives square RGB crops (3, N, N), but model '{cfg.model.name}' takes inputs of "
-                f"shape {tuple(shape)} (model.input_size, else data.channels and data.image_size); "
-                "pick a model that takes them")
+        shape, channels = input_shape(cfg), cfg.data.channels
+        require(shape[0] == channels and shape[1] == shape[2],
+                f"data={cfg.data.name} gives square {'grey' if channels == 1 else 'RGB'} crops ({channels}, N, N) "
+                f"(data.channels={channels}), but model '{cfg.model.name}' takes inputs of shape {tuple(shape)} "
+                "(model.input_size, else data.channels and data.image_size); "
+                "pick a model that takes them, or set data.channels to the model's channels (1: grey, 3: RGB)")
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -196,13 +238,16 @@ def check_augment(cfg: DictConfig) -> None:
             f"augment.aspect must be [low, high] with 0 < low <= high, got {list(augment.aspect)}")
     require(finite(augment.pca_lighting) and augment.pca_lighting >= 0,
             f"augment.pca_lighting is the std of the PCA weights and must be >= 0, got {augment.pca_lighting}")
+    # The principal components are those of ImageNet's RGB pixels.
+    require(not augment.pca_lighting or cfg.data.channels == 3,
+            f"augment.pca_lighting={augment.pca_lighting} shifts RGB colours, but data.channels={cfg.data.channels} "
+            "gives grey images; set augment.pca_lighting=0")
     if is_folder_data(cfg):
         check_folder_augment(cfg)
     else:
-        require(augment.crop == "center" and not augment.pca_lighting,
-                f"augment={augment.name} (augment.crop={augment.crop}, augment.pca_lighting={augment.pca_lighting}) "
-                f"needs a folder dataset such as data=imagenet; data={cfg.data.name} is held in memory and takes "
-                "crop_padding and hflip only")
+        require(augment.crop == "center",
+                f"augment={augment.name} (augment.crop={augment.crop}) needs a folder dataset such as data=imagenet; "
+                f"data={cfg.data.name} is held in memory and takes crop_padding, hflip and pca_lighting only")
 
 
 def check_folder_augment(cfg: DictConfig) -> None:
@@ -237,9 +282,34 @@ def check_eval_sizes(cfg: DictConfig) -> None:
         require(len(scales) > 0 and min(scales) >= size,
                 f"eval.scales {scales} must all be at least the {size}-pixel crop for eval.crops=144")
     else:
-        require(cfg.eval.resize >= size,
-                f"eval.resize={cfg.eval.resize} is smaller than the network's {size}x{size} input; "
-                f"raise it to at least {size}")
+        resize = eval_resize(cfg)
+        require(resize >= size,
+                f"eval.resize={resize}{'' if cfg.eval.resize is not None else ' (from augment.resize)'} is smaller "
+                f"than the network's {size}x{size} input; raise it to at least {size}")
+
+
+def check_views_agree(cfg: DictConfig) -> None:
+    """Training: evaluation must see images at the scale training did (see eval_resize)."""
+    resize = cfg.eval.resize
+    if not is_folder_data(cfg) or resize is None:
+        return
+    augment, size = cfg.augment, input_shape(cfg)[1]
+    if augment.crop in ("center", "random"):
+        require(resize == augment.resize,
+                f"eval.resize={resize} and augment.resize={augment.resize} disagree: training crops {size}x{size} out "
+                f"of images resized to {augment.resize}, evaluation out of images resized to {resize}, a scale the "
+                f"network never trained at; set eval.resize={augment.resize} (or null, which follows augment.resize) "
+                f"or augment.resize={resize}")
+        return
+    # random_resized: patches of augment.area of the image; the centre crop is (size / resize)^2 of
+    # the shorter side's square, and must not show objects larger than any training patch did.
+    smallest = float(augment.area[0])
+    largest_resize = int(size / math.sqrt(smallest) + 1e-9)
+    require(resize <= largest_resize,
+            f"eval.resize={resize} makes evaluation's {size}x{size} centre crop {(size / resize) ** 2:.1%} of the "
+            f"image, a smaller share than augment.area's smallest training patch ({smallest:.0%}), so objects "
+            f"look larger than training ever showed them; set eval.resize to at most {largest_resize} "
+            f"(or null: {int(size / CROP_FRACTION)}, the usual 0.875 centre crop)")
 
 
 # --------------------------------------------------------------------------- cnnbench summary
@@ -261,7 +331,9 @@ def check_bench(cfg: DictConfig) -> None:
 
 RULES: Dict[str, Tuple[Rule, ...]] = {
     "train": (check_seed, check_trainer, check_optim, check_schedule, check_data, check_model, check_folder_input,
-              check_augment, check_eval),
+              check_augment, check_eval, check_views_agree),
+    # eval keeps the finished run's training views; evaluating at another eval.resize is
+    # the user's deliberate choice there (e.g. testing at a higher resolution).
     "eval": (check_data, check_model, check_folder_input, check_eval),
     # summary builds the model alone: no data is read, so no folder-data rules.
     "summary": (check_data_shape, check_model, check_summary),

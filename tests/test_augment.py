@@ -148,3 +148,25 @@ def test_bad_padding_and_mean_are_refused():
         CropSource(random_images(2, size=8), padding=-1)
     with pytest.raises(ValueError, match="mean/std need 3 values"):
         DeviceLoader(identity_dataset(random_images(2, size=8)), 2, CPU, [0.5], [0.5], train=True)
+
+
+def test_pca_lighting_adds_one_rgb_shift_per_image_with_alexnets_covariance():
+    """AlexNet's colour augmentation on in-memory data: each training image gets one RGB offset
+    (the same at every pixel), drawn per image and epoch with covariance E diag((s lambda)^2) E^T;
+    evaluation batches get none. A shift per batch or per pixel, or the wrong eigen-basis, fails."""
+    from cnnbench.data.transforms import IMAGENET_PCA_EIGENVALUES, IMAGENET_PCA_EIGENVECTORS
+
+    images, std = random_images(4000, size=4), 0.1
+    dataset = identity_dataset(images)
+    plain = all_batches(raw_loader(images))[0]
+    lit_loader = DeviceLoader(dataset, len(images), CPU, [0.0] * 3, [1 / 255] * 3, train=True, pca_lighting=std)
+    lit, labels = all_batches(lit_loader)
+    shift = (lit - plain) / 255.0  # same seed, same order and crops: only the colour shift differs
+    per_image = shift[:, :, 0, 0]
+    assert torch.allclose(shift, per_image[:, :, None, None].expand_as(shift), atol=1e-4)
+    expected = IMAGENET_PCA_EIGENVECTORS @ torch.diag((std * IMAGENET_PCA_EIGENVALUES) ** 2) @ IMAGENET_PCA_EIGENVECTORS.T
+    assert torch.allclose(torch.cov(per_image.T), expected, atol=3e-5, rtol=0.1)
+    lit_loader.set_epoch(1)
+    assert not torch.allclose(all_batches(lit_loader)[0], lit)
+    evaluation = DeviceLoader(dataset, len(images), CPU, [0.0] * 3, [1 / 255] * 3, train=False, pca_lighting=std)
+    assert torch.equal(all_batches(evaluation)[0], images.float())

@@ -35,6 +35,10 @@ def group_options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
+# What an option cannot go without: data=folder has no default place (validate reads no folder).
+REQUIRED = {"data=folder": ("data.root=/data/my-images",)}
+
+
 @pytest.mark.parametrize("command", ["train", "summary"])
 def test_the_default_config_of_each_command_passes(command):
     validate(composed(command), command)
@@ -53,7 +57,7 @@ def test_the_eval_commands_default_changes_to_a_default_run_pass():
     *(f"experiment={option}" for option in group_options("experiment")),
 ])
 def test_every_shipped_option_passes(override):
-    validate(composed("train", override))
+    validate(composed("train", override, *REQUIRED.get(override, ())))
 
 
 @pytest.mark.parametrize("augment", group_options("augment"))
@@ -70,6 +74,8 @@ def test_every_augmentation_passes_on_imagenet_unless_it_pads(augment):
 
 IMAGENET = ("data=imagenet",)
 SYNTHETIC = ("data=synthetic",)
+FOLDER = ("data=folder", "data.root=/data/my-images")
+FOLDER_32 = (*FOLDER, "data.image_size=32")
 
 # (command, context the rule needs, the bad value, what the message must say)
 CASES = [
@@ -138,6 +144,19 @@ CASES = [
     ("train", IMAGENET, "eval.resize=200", "eval.resize=200 is smaller"),
     ("train", ("data=imagenet", "eval.crops=144"), "eval.scales=[256,200]", "eval.scales"),
     ("train", ("data=imagenet", "eval.crops=144"), "eval.scales=[]", "eval.scales"),
+    # data=folder: a root, grey or RGB, what may stay null.
+    ("train", FOLDER, "data.root=null", "set data.root=DIR"),
+    ("train", FOLDER, "data.channels=2", "grey (1) or RGB (3)"),
+    ("train", FOLDER, "model.input_size=[1,32,32]", "set data.channels to the model's channels"),
+    ("train", (*FOLDER, "data.channels=1"), "augment.pca_lighting=0.1", "augment.pca_lighting=0.1 shifts RGB"),
+    ("train", (), "data.num_classes=null", "data.num_classes is null"),
+    ("train", (), "data.mean=null", "data.mean is null"),
+    ("train", FOLDER, "data.num_classes=0", "data.num_classes must be at least 1"),
+    ("summary", ("data=folder", "data.num_classes=10"), "data.num_classes=null", "this command reads no data"),
+    # Training and evaluation views of folder data must show the same scale.
+    ("train", (*FOLDER_32, "augment=none"), "eval.resize=32", "eval.resize=32 and augment.resize=256 disagree"),
+    ("train", IMAGENET, "eval.resize=300", "set eval.resize=256 (or null, which follows augment.resize)"),
+    ("train", FOLDER_32, "eval.resize=256", "set eval.resize to at most 113 (or null: 36"),
     ("summary", (), "summary.input_size=[3,32]", "summary.input_size"),
     ("summary", (), "summary.input_size=[3,0,32]", "summary.input_size"),
     ("summary", (), "model.input_size=[32,32]", "model.input_size"),

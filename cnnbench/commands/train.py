@@ -27,6 +27,7 @@ from cnnbench.commands.resume import (
     resumed_config, run_folder_in_use,
 )
 from cnnbench.config import plain
+from cnnbench.data.folders import complete_folder_config
 from cnnbench.engine.checkpoint import load_checkpoint, write_json, write_text
 from cnnbench.engine.distributed import WorkersStopped, dataloader_worker_death, launch, log_to_files
 from cnnbench.engine.knobs import check_knobs_take_effect
@@ -84,6 +85,9 @@ def prepare_run(cfg: DictConfig, hydra_cfg, run_dir: Path) -> Tuple[DictConfig, 
     elif run_folder_in_use(run_dir):  # e.g. a sweep's job folder, or two runs started in the same second
         raise UserError(folder_in_use_message(run_dir))
     validate(cfg)
+    # A folder dataset's null class count and mean/std, found once here, before the model
+    # is built for the knob check and before several processes would each compute them.
+    complete_folder_config(cfg)
     if checkpoint is None:  # a resumed run was checked when it started
         check_knobs_take_effect(cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices.get("experiment"))
     if checkpoint is not None:

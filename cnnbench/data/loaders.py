@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from cnnbench.data.augment import CropSource, draw_crops
 from cnnbench.data.datasets import InMemoryDataset
+from cnnbench.data.transforms import IMAGENET_PCA_EIGENVALUES, IMAGENET_PCA_EIGENVECTORS
 
 
 class Loader(abc.ABC):
@@ -102,6 +103,7 @@ class DeviceLoader(Loader):
         hflip: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        pca_lighting: float = 0.0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
@@ -112,6 +114,9 @@ class DeviceLoader(Loader):
         # Augmentation applies to training batches only.
         self.crop_padding = crop_padding if train else 0
         self.hflip = hflip and train
+        if pca_lighting and channels != 3:
+            raise ValueError(f"PCA colour augmentation shifts RGB colours; these images have {channels} channel(s)")
+        self.pca_lighting = pca_lighting if train else 0.0
         self.source = CropSource(dataset.images.to(device), self.crop_padding, self.hflip)
         self.batch_size = batch_size
         self.device = device
@@ -136,7 +141,21 @@ class DeviceLoader(Loader):
         starts, labels = self.source.starts(order, draws), self.labels[order]
         # Drawn for the whole set, then sliced: a sample's crop and mirror do not depend on the rank.
         starts, labels = starts[self.positions], labels[self.positions]
+        # Drawn after the crops, so runs without it keep the random stream they always had.
+        shifts = self.lighting_shifts(n, generator)
         for batch in range(len(self)):
             take = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
-            images = self.source.crops(starts[take])
-            yield images.float().sub_(self.shift).mul_(self.scale), labels[take]
+            images = self.source.crops(starts[take]).float()
+            if shifts is not None:
+                images += shifts[take]
+            yield images.sub_(self.shift).mul_(self.scale), labels[take]
+
+    def lighting_shifts(self, n: int, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """AlexNet's PCA colour shift of each sample of the epoch, in the order of its batches, on
+        the uint8 scale as (samples, 3, 1, 1); None when off. The same sum_i alpha_i lambda_i p_i
+        as the folder loader's (cnnbench.data.transforms), one draw per image per epoch."""
+        if not self.pca_lighting:
+            return None
+        alpha = torch.randn(n, 3, generator=generator) * self.pca_lighting
+        shifts = (alpha * IMAGENET_PCA_EIGENVALUES) @ IMAGENET_PCA_EIGENVECTORS.T * 255.0
+        return shifts.to(self.device)[self.positions].view(-1, 3, 1, 1)

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from cnnbench.config import FOLDER_DATASETS, input_shape
 from cnnbench.data.datasets import load_dataset
-from cnnbench.data.imagenet import folder_loader
+from cnnbench.data.folders import complete_folder_config, folder_loader
 from cnnbench.data.loaders import DeviceLoader, Loader
 from cnnbench.data.views import in_memory_views
 from cnnbench.errors import UserError
@@ -16,8 +16,12 @@ from cnnbench.errors import UserError
 
 def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, crops: int = 1,
                rank: int = 0, world_size: int = 1) -> Loader:
-    """Batches of ``split``: a FolderLoader for image-folder datasets (imagenet), else a
+    """Batches of ``split``: a FolderLoader for image-folder datasets (imagenet, folder), else a
     DeviceLoader; ``crops`` > 1 gives evaluation batches of several views per image.
+
+    For folder datasets it first fills in what their config leaves null
+    (``data.num_classes``, ``data.mean``, ``data.std``) in ``cfg`` itself, from the
+    folders: callers build the loaders before the model, which needs the class count.
 
     ``data.batch_size`` is the global batch: with several processes each
     trains on its ``rank``'s slice of ``batch_size / world_size`` samples.
@@ -32,6 +36,7 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, c
         )
     shard = {"rank": rank, "world_size": world_size}
     if data.name in FOLDER_DATASETS:
+        complete_folder_config(cfg)
         return folder_loader(cfg, split, device, train, crops, input_shape(cfg), **shard)
     dataset = load_dataset(data, split)
     if len(dataset.labels) and int(dataset.labels.max()) >= data.num_classes:
@@ -48,7 +53,8 @@ def loader_for(cfg: DictConfig, split: str, device: torch.device, train: bool, c
     try:
         return in_memory_views(DeviceLoader(
             dataset, batch_size, device, list(data.mean), list(data.std), train=train, seed=cfg.seed,
-            crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip, **shard,
+            crop_padding=cfg.augment.crop_padding, hflip=cfg.augment.hflip,
+            pca_lighting=float(cfg.augment.pca_lighting), **shard,
         ), crops)
     except ValueError as err:
         raise UserError(f"data '{data.name}': {err}") from err
