@@ -174,10 +174,12 @@ FIGURE_5 = {
     "inception_3c": (320, (None, 128, 160, 64, 96, None), (576, 14, 14)),
     "inception_4a": (576, (224, 64, 96, 96, 128, 128), (576, 14, 14)),
     "inception_4b": (576, (192, 96, 128, 96, 128, 128), (576, 14, 14)),
-    "inception_4c": (576, (160, 128, 160, 128, 160, 128), (608, 14, 14)),  # the figure says 576
-    "inception_4d": (608, (96, 128, 192, 160, 192, 128), (608, 14, 14)),  # the figure says 576
-    "inception_4e": (608, (None, 128, 192, 192, 256, None), (1056, 7, 7)),  # the figure says 14x14x1024
-    "inception_5a": (1056, (352, 192, 320, 160, 224, 128), (1024, 7, 7)),
+    # 4c, 4d: pool proj 96 (the figure's width column says 128), which gives the 576 of its output column
+    # (the authors' TensorFlow code, as the model file documents)
+    "inception_4c": (576, (160, 128, 160, 128, 160, 96), (576, 14, 14)),
+    "inception_4d": (576, (96, 128, 192, 160, 192, 96), (576, 14, 14)),
+    "inception_4e": (576, (None, 128, 192, 192, 256, None), (1024, 7, 7)),  # the figure says 14x14x1024
+    "inception_5a": (1024, (352, 192, 320, 160, 224, 128), (1024, 7, 7)),
     "inception_5b": (1024, (352, 192, 320, 192, 224, 128), (1024, 7, 7)),
 }
 
@@ -198,7 +200,7 @@ def test_inception_bn_figure_5():
     # The first conv is separable with depth multiplier 8 (the appendix): 7x7 depthwise to 24 maps, 1x1 to 64.
     stem = conv(3, 24, 7, groups=3, bias=False) + conv_bn(24, 64, 1) + conv_bn(64, 64, 1) + conv_bn(64, 192, 3)
     expected = stem + sum(inception_v2_params(c_in, *w) for c_in, w, _ in FIGURE_5.values()) + fc(1024, 1000)
-    assert count_parameters(model) == expected == 11_278_528
+    assert count_parameters(model) == expected == 11_188_288
     output, shapes, _ = training_forward(model)
     assert output.shape == (1, 1000)
     assert shapes["conv1"] == (64, 112, 112) and shapes["pool1"] == (64, 56, 56)

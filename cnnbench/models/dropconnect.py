@@ -87,6 +87,8 @@ class DropConnectLinear(nn.Module):
         mean = keep * F.linear(v, weight, bias)
         if self.activation == "none":
             return mean  # E[u] exactly; sampling would only add noise
+        if v.device.type == "meta":
+            return act(mean)  # shape inference: the meta device has no generator, and no values to sample
         std = (keep * (1.0 - keep) * F.linear(v * v, weight * weight, bias * bias)).sqrt()
         generator = torch.Generator(device=v.device).manual_seed(self.seed)
         total = torch.zeros_like(mean)

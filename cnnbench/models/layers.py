@@ -69,15 +69,44 @@ def sigmoid(ctx: OpContext) -> nn.Module:
     return nn.Sigmoid()
 
 
+class SamePaddedMaxPool2d(nn.MaxPool2d):
+    """Max pooling with TensorFlow's (and so Keras') ``padding='SAME'``: out = ceil(in / stride) per side, the
+    padding that needs split with the odd pixel at the bottom and right (tf.nn.max_pool's documented rule).
+
+    For stride 2 on an even side, e.g. 3x3/2 on 74 (Xception's entry flow), that is 0 before and 1 after,
+    which torch's symmetric ``padding`` cannot say. The pad is -inf, not zero, so no padded value can win
+    a window (TF leaves them out), and it is worked out from each input's size as TF's is.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-2:], _pair(self.kernel_size), _pair(self.stride)):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        return super().forward(nn.functional.pad(x, (left, right, top, bottom), value=float("-inf")))
+
+
+def _pair(value: Union[int, tuple, list]) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
 @register_op("maxpool")
 def maxpool(
     ctx: OpContext,
     kernel: Union[int, List[int]],
     stride: Optional[Union[int, List[int]]] = None,
-    padding: Union[int, List[int]] = 0,
+    padding: Union[int, List[int], str] = 0,
     ceil_mode: bool = False,
 ) -> nn.Module:
+    """Max pooling; ``padding: same`` is TensorFlow's 'SAME' (see SamePaddedMaxPool2d), for ports of Keras models."""
     _spatial(ctx, "maxpool")
+    if isinstance(padding, str):
+        if padding != "same":
+            raise ValueError(f"maxpool: padding is a number, a list of numbers or 'same', got {padding!r}")
+        if ceil_mode:
+            raise ValueError("maxpool: padding 'same' fixes the output size (ceil(in / stride)); drop ceil_mode")
+        return SamePaddedMaxPool2d(kernel, stride, 0)
     return nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
 
 
