@@ -163,6 +163,13 @@ class ModelConfig:
     # ImageNet weights, for models whose `source` is torchvision.models.<name>,
     # read from torch hub's cache; needs data.num_classes=1000).
     pretrained: Optional[Pretrained] = None
+    # What every `relu` row is built as: null (each row's own) | relu | tanh.
+    # AlexNet's Figure 1 (Krizhevsky et al. 2012) compares the two in one
+    # network; models without `relu` rows refuse it.
+    activation: Optional[str] = None
+    # false leaves out the file's `aux_head` rows (GoogLeNet's auxiliary
+    # classifiers, Szegedy et al. 2015, section 5); models without them refuse it.
+    aux_heads: bool = True
     # What the model's `norm` rows are: bn (batchnorm) | gn (groupnorm, Wu &
     # He 2018) | none. Models without `norm` rows ignore it.
     norm: Norm = Norm.bn
@@ -180,11 +187,19 @@ class DataConfig:
     batch_size: int = 128
     # Batch size for evaluation; null reuses data.batch_size.
     eval_batch_size: Optional[int] = None
-    num_classes: int = MISSING
+    # Folder datasets (folder, imagenet) may leave it null: the number of
+    # class folders in train/. A number is checked against that count.
+    num_classes: Optional[int] = MISSING
+    # Folder datasets: 3 decodes images as RGB, 1 as grey; the model's input
+    # channels (model.input_size) must agree.
     channels: int = MISSING
+    # The network's input square; a model file's input_size takes precedence.
     image_size: int = MISSING
-    mean: List[float] = MISSING
-    std: List[float] = MISSING
+    # Per-channel normalisation of pixels on the [0, 1] scale. Folder datasets
+    # may leave them null: computed from every pixel of the decoded training
+    # images (before resizing) and cached next to the data (cnnbench/data/folders.py).
+    mean: Optional[List[float]] = MISSING
+    std: Optional[List[float]] = MISSING
     # data=synthetic only: how many random images each split has.
     train_size: Optional[int] = None
     val_size: Optional[int] = None
@@ -211,7 +226,9 @@ class AugmentConfig:
     # center | random (AlexNet: shorter side to `resize`, central square,
     # random crop) | random_resized (GoogLeNet: `area` and `aspect` ranges).
     crop: Crop = Crop.center
-    # Shorter side in pixels before the center and random crops.
+    # Shorter side in pixels before the center and random crops. Evaluation
+    # must see the same scale: eval.resize (null) follows it for these crops,
+    # and cnnbench.validate refuses a different eval.resize for folder datasets.
     resize: int = 256
     # random_resized: range of the patch's fraction of the image area, and of
     # its aspect ratio (width / height).
@@ -318,8 +335,15 @@ class EvalConfig:
     crops: int = 1
     split: Split = Split.val
     # Folder datasets: shorter side in pixels before the centre crop (crops
-    # 1, 2) or the central square of the 10 crops.
-    resize: int = 256
+    # 1, 2) or the central square of the 10 crops. null: the training view's
+    # scale, as torchvision's and timm's references pair them: augment.resize
+    # for augment.crop=center/random (the same resize, a centre crop instead of
+    # a random one), input size / 0.875 for random_resized (256 for 224, timm's
+    # crop_pct). For training runs a number must agree with augment.resize
+    # (center/random), or keep the centre crop at least as large a share of
+    # the image as augment.area's smallest patch (random_resized): a network
+    # scored at another scale than it trained at scores near chance.
+    resize: Optional[int] = None
     # Folder datasets, crops=144: the shorter sides of GoogLeNet's 4 scales.
     scales: List[int] = field(default_factory=lambda: [256, 288, 320, 352])
 
@@ -339,6 +363,10 @@ class ExperimentInfo:
     metric: Optional[str] = None
     # A short offline variant of the sweep (bundled or synthetic data, few epochs).
     quick: Optional[str] = None
+    # A level the report counts epochs to, per arm: {metric: train_error, value: 25} (AlexNet's
+    # Figure 1: epochs to 25% training error). metric: train_error | val_error | train_top1 |
+    # val_top1 | val_top5 (errors are reached at or below value, accuracies at or above).
+    target: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -154,20 +154,26 @@ def alexnet_classifier(features: int, num_classes: int) -> List[nn.Module]:
             nn.Linear(4096, num_classes)]
 
 
-def alexnet(num_classes: int = 1000) -> nn.Sequential:
+def alexnet(num_classes: int = 1000, pool: int = 3, towers: int = 2) -> nn.Sequential:
     """Krizhevsky et al. 2012, Figure 2 and sections 3.3-3.5, on 227x227 (the file's documented size).
 
     The two GPUs are groups=2 where a layer sees only its own GPU's maps
     (conv2, conv4, conv5); conv3 and the FC layers see both. Response
     normalisation (k=2, n=5, alpha=1e-4, beta=0.75) after the ReLUs of conv1 and
     conv2; 3x3 stride-2 max pooling after both normalisations and after conv5.
+    ``pool=2``: section 3.4's comparison network, s = z = 2 (2x2 stride-2 pools),
+    whose outputs have the same sizes (55 -> 27 -> 13 -> 6 either way).
+    ``towers=1``: section 3.2's one-GPU comparison network, "half as many kernels in each
+    convolutional layer" but the last (footnote 2: conv5 keeps its 256, and the FC layers
+    theirs), one tower, so no layer is grouped.
     """
+    groups, (c1, c2, c3, c4) = (2, (96, 256, 384, 384)) if towers == 2 else (1, (48, 128, 192, 192))
     return nn.Sequential(
-        nn.Conv2d(3, 96, 11, 4), nn.ReLU(), PaperLRN(), nn.MaxPool2d(3, 2),  # 55 -> 27
-        nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), PaperLRN(), nn.MaxPool2d(3, 2),  # 27 -> 13
-        nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),  # 13 -> 6
+        nn.Conv2d(3, c1, 11, 4), nn.ReLU(), PaperLRN(), nn.MaxPool2d(pool, 2),  # 55 -> 27
+        nn.Conv2d(c1, c2, 5, padding=2, groups=groups), nn.ReLU(), PaperLRN(), nn.MaxPool2d(pool, 2),  # 27 -> 13
+        nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c3, c4, 3, padding=1, groups=groups), nn.ReLU(),
+        nn.Conv2d(c4, 256, 3, padding=1, groups=groups), nn.ReLU(), nn.MaxPool2d(pool, 2),  # 13 -> 6
         *alexnet_classifier(256 * 6 * 6, num_classes),
     )
 
@@ -203,6 +209,56 @@ def alexnet_cifar(num_classes: int = 10) -> nn.Sequential:
     )
 
 
+# --- DropConnect (Wan et al. 2013) ----------------------------------------------------------------
+
+
+class DropConnectInference(nn.Module):
+    """A DropConnect fully connected layer at inference, Wan et al. 2013, section 3 and Algorithm 2.
+
+    With each weight (the bias included, a weight on a constant input of 1) kept with probability q,
+    u = (M * W) v + (m * b) is approximated by a Gaussian with mean q (W v + b) and variance
+    q (1 - q) ((W * W)(v * v) + b * b); the output is E[relu(u)], estimated as the average of relu over
+    ``samples`` draws of u. The draws: standard normals from a generator seeded with ``seed`` at every
+    call, one (samples, out) matrix shared by every example of a batch (cnnbench's documented scheme,
+    which makes inference deterministic; the paper draws at random). ``mean_network=True`` is the
+    dropout-style approximation relu(q (W v + b)) the paper argues against.
+    """
+
+    def __init__(self, c_in: int, c_out: int, p: float = 0.5, samples: int = 1000, seed: int = 0,
+                 mean_network: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(c_out, c_in))
+        self.bias = nn.Parameter(torch.empty(c_out))
+        self.q, self.samples, self.seed, self.mean_network = 1.0 - p, samples, seed, mean_network
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        mean = self.q * (v @ self.weight.T + self.bias)
+        if self.mean_network:
+            return F.relu(mean)
+        var = self.q * (1.0 - self.q) * ((v * v) @ (self.weight * self.weight).T + self.bias * self.bias)
+        z = torch.randn(self.samples, self.weight.shape[0], generator=torch.Generator().manual_seed(self.seed),
+                        dtype=v.dtype)
+        return F.relu(mean[None] + var.sqrt()[None] * z[:, None]).mean(dim=0)
+
+
+def dropconnect_cifar(num_classes: int = 10, arm: str = "dropconnect") -> nn.Sequential:
+    """Section 6.3 / Table 4: cuda-convnet's layers-80sec.cfg feature extractor (conv 5x5/32 pad 2 ->
+    3x3/2 max pool -> ReLU; conv 5x5/32 -> ReLU -> 3x3/2 average pool; conv 5x5/64 -> ReLU -> 3x3/2
+    average pool; pools round up: 32 -> 16 -> 8 -> 4), then "a 64 unit fully connected layer which
+    uses No-Drop, Dropout, or DropConnect" (ReLU; ``arm``: nodrop, dropout or dropconnect, rate 0.5),
+    then the linear classifier."""
+    if arm == "dropconnect":
+        fc64 = [DropConnectInference(64 * 4 * 4, 64, 0.5)]
+    else:
+        fc64 = [nn.Linear(64 * 4 * 4, 64), nn.ReLU(), *([nn.Dropout(0.5)] if arm == "dropout" else [])]
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
+        nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Flatten(), *fc64, nn.Linear(64, num_classes),
+    )
+
+
 # --- Network in Network ---------------------------------------------------------------------------
 
 
@@ -221,6 +277,31 @@ def nin_cifar(num_classes: int = 10) -> nn.Sequential:
         *mlpconv(3, (192, 160, 96), 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Dropout(0.5),
         *mlpconv(96, (192, 192, 192), 5, padding=2), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Dropout(0.5),
         *mlpconv(192, (192, 192, num_classes), 3, padding=1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+
+
+def nin_cifar_fc(num_classes: int = 10) -> nn.Sequential:
+    """Section 4.6's comparison network: nin_cifar's three mlpconvs unchanged, global average pooling
+    replaced by a fully connected layer on the last mlpconv's classes x 8 x 8 maps, with dropout 0.5
+    before it (the paper's "fully connected + dropout" variant; one layer, the file's documented
+    reading, as the section gives no sizes)."""
+    return nn.Sequential(
+        *mlpconv(3, (192, 160, 96), 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Dropout(0.5),
+        *mlpconv(96, (192, 192, 192), 5, padding=2), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Dropout(0.5),
+        *mlpconv(192, (192, 192, num_classes), 3, padding=1),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(num_classes * 8 * 8, num_classes),
+    )
+
+
+def nin_cifar_no_cccp(num_classes: int = 10) -> nn.Sequential:
+    """nin_cifar without its cccp layers: each mlpconv is only its k x k convolution and ReLU (the
+    "GLM" layer of section 3.1 that mlpconv replaces), so the third conv gives the class maps; the
+    pools, dropout and global average pooling are nin_cifar's. Not a network of the paper."""
+    return nn.Sequential(
+        *conv_relu(3, 192, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.Dropout(0.5),
+        *conv_relu(192, 192, 5, padding=2), nn.AvgPool2d(3, 2, ceil_mode=True), nn.Dropout(0.5),
+        *conv_relu(192, num_classes, 3, padding=1),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
 
@@ -383,6 +464,25 @@ class Inception(nn.Module):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
 
 
+class NaiveInception(nn.Module):
+    """GoogLeNet Figure 2(a), the naive module: 1x1, 3x3 and 5x5 convolutions (ReLU after each) and a
+    3x3/1 max pool, all on the module's input, concatenated; no 1x1 reductions and no projection
+    after the pool, so the pool passes all c_in channels on (section 4). The widths are Table 1's
+    #1x1, #3x3 and #5x5 columns; its reduce and pool-proj columns have no layer here."""
+
+    def __init__(self, c_in: int, widths: Sequence[int]):
+        super().__init__()
+        c1, _, c3, _, c5, _ = widths
+        self.branch1 = nn.Sequential(*conv_relu(c_in, c1, 1))
+        self.branch2 = nn.Sequential(*conv_relu(c_in, c3, 3, 1, 1))
+        self.branch3 = nn.Sequential(*conv_relu(c_in, c5, 5, 1, 2))
+        self.branch4 = nn.MaxPool2d(3, 1, padding=1)
+        self.out_channels = c_in + c1 + c3 + c5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+
+
 def googlenet_aux(c_in: int, num_classes: int) -> nn.Sequential:
     """Section 5: 5x5/3 average pool (4x4 maps), 1x1 conv 128 + ReLU, FC 1024 + ReLU, dropout 70%, linear."""
     return nn.Sequential(
@@ -399,26 +499,36 @@ class GoogLeNet(nn.Module):
     bvlc_googlenet's LRN (size 5, Caffe alpha 1e-4 = paper-formula alpha 2e-5,
     beta 0.75, k 1), which the paper does not give. In training mode returns
     (logits, [aux 4a logits, aux 4d logits]); in eval mode the logits.
+    ``naive=True``: every module is Figure 2(a)'s naive one (NaiveInception), all else the same;
+    the channels then grow module by module (192 -> 416 -> 832 ... 4944).
     """
 
-    def __init__(self, num_classes: int = 1000):
+    def __init__(self, num_classes: int = 1000, naive: bool = False):
         super().__init__()
         lrn = partial(PaperLRN, 5, 1e-4 / 5, 0.75, 1.0)
         self.stem = nn.Sequential(  # Figure 3, bottom to "MaxPool 3x3+2(S)"
             *conv_relu(3, 64, 7, 2, 3), nn.MaxPool2d(3, 2, ceil_mode=True), lrn(),
             *conv_relu(64, 64, 1), *conv_relu(64, 192, 3, 1, 1), lrn(), nn.MaxPool2d(3, 2, ceil_mode=True),
         )
-        t = GOOGLENET_TABLE_1
-        self.i3a, self.i3b = Inception(192, t["3a"]), Inception(256, t["3b"])
+        channels = [192]  # the input width of the next module
+
+        def inception(name: str) -> nn.Module:
+            widths = GOOGLENET_TABLE_1[name]
+            module = NaiveInception(channels[0], widths) if naive else Inception(channels[0], widths)
+            channels[0] = module.out_channels if naive else module_width(widths)
+            return module
+
+        self.i3a, self.i3b = inception("3a"), inception("3b")
         self.pool3 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.i4a = Inception(480, t["4a"])
-        self.aux1 = googlenet_aux(512, num_classes)
-        self.i4b, self.i4c, self.i4d = Inception(512, t["4b"]), Inception(512, t["4c"]), Inception(512, t["4d"])
-        self.aux2 = googlenet_aux(528, num_classes)
-        self.i4e = Inception(528, t["4e"])
+        self.i4a = inception("4a")
+        self.aux1 = googlenet_aux(channels[0], num_classes)
+        self.i4b, self.i4c, self.i4d = inception("4b"), inception("4c"), inception("4d")
+        self.aux2 = googlenet_aux(channels[0], num_classes)
+        self.i4e = inception("4e")
         self.pool4 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.i5a, self.i5b = Inception(832, t["5a"]), Inception(832, t["5b"])
-        self.head = nn.Sequential(nn.AvgPool2d(7, 1), nn.Flatten(), nn.Dropout(0.4), nn.Linear(1024, num_classes))
+        self.i5a, self.i5b = inception("5a"), inception("5b")
+        self.head = nn.Sequential(nn.AvgPool2d(7, 1), nn.Flatten(), nn.Dropout(0.4),
+                                  nn.Linear(channels[0], num_classes))
 
     def forward(self, x: torch.Tensor):
         x = self.i4a(self.pool3(self.i3b(self.i3a(self.stem(x)))))
@@ -453,11 +563,14 @@ class GoogLeNetCifar(nn.Module):
 
 # Ioffe & Szegedy 2015, Figure 5: #1x1, #3x3 reduce, #3x3, double #3x3 reduce, double #3x3,
 # pool (avg / max) + proj; stride-2 modules have no 1x1 and pass their max pool through.
+# 4c and 4d: the figure's output column (14x14x576 for both, then 1024 after 4e) holds only with
+# 96-wide pool projections, what the authors' TensorFlow code builds (tensorflow/models
+# research/slim/nets/inception_v2.py, Mixed_4d / Mixed_4e); its "avg + 128" would give 608 and 1056.
 INCEPTION_BN_FIGURE_5 = [
     ("3a", (64, 64, 64, 64, 96, "avg", 32)), ("3b", (64, 64, 96, 64, 96, "avg", 64)),
     ("3c", (0, 128, 160, 64, 96, "max", 0)),
     ("4a", (224, 64, 96, 96, 128, "avg", 128)), ("4b", (192, 96, 128, 96, 128, "avg", 128)),
-    ("4c", (160, 128, 160, 128, 160, "avg", 128)), ("4d", (96, 128, 192, 160, 192, "avg", 128)),
+    ("4c", (160, 128, 160, 128, 160, "avg", 96)), ("4d", (96, 128, 192, 160, 192, "avg", 96)),
     ("4e", (0, 128, 192, 192, 256, "max", 0)),
     ("5a", (352, 192, 320, 160, 224, "avg", 128)), ("5b", (352, 192, 320, 192, 224, "max", 128)),
 ]
@@ -492,8 +605,8 @@ def inception_bn(num_classes: int = 1000) -> nn.Sequential:
     """BN-Inception, Ioffe & Szegedy 2015, Figure 5 at 224x224. The first conv is the appendix's
     "separable convolution with depth multiplier 8": a 7x7/2 depthwise conv to 24 maps then a 1x1
     conv to 64 (+ BN + ReLU) (the file's documented reading). Pools round up; no LRN, no dropout,
-    no auxiliary heads (section 4.2.1). The widths are Figure 5's columns (the file documents that
-    its output-size column disagrees with them for 4c/4d)."""
+    no auxiliary heads (section 4.2.1). The widths are Figure 5's columns, but for the 4c and 4d pool
+    projections: 96, which its output-size column (576) needs, as the file documents."""
     modules, c_in = [], 192
     for _, widths in INCEPTION_BN_FIGURE_5:
         modules.append(InceptionBN(c_in, widths))
@@ -542,14 +655,58 @@ class SEBottleneck(nn.Module):
 def se_resnet50(num_classes: int = 1000) -> nn.Sequential:
     """Table 1, middle column: 7x7/2 conv 64, 3x3/2 max pool, stages of 3, 4, 6, 3 SE bottlenecks
     (widths 64/128/256/512, outputs x4, r = 16; stride 2 at conv3_1, conv4_1, conv5_1), global
-    average pool, FC."""
+    average pool, FC. Table 1 says nothing of the pool's padding: the authors' released Caffe model
+    has none and rounds the output size up, as the file documents."""
     blocks, c_in = [], 64
     for width, count, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
         for i in range(count):
             blocks.append(SEBottleneck(c_in, width, 4 * width, stride if i == 0 else 1))
             c_in = 4 * width
     return nn.Sequential(
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(3, 2, ceil_mode=True), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, num_classes),
+    )
+
+
+# --- ResNet-50 with Group Normalization -----------------------------------------------------------
+
+
+class NormBottleneck(nn.Module):
+    """He et al. 2016, Fig. 5 right, as Goyal et al. 2017 and torchvision build it (the network Wu &
+    He 2018 train): 1x1, 3x3 (with the block's stride), 1x1 x4 convs without bias, a norm after
+    each, ReLU after the first two and after the addition; a 1x1 projection + norm shortcut in a
+    stage's first block (option B), the identity elsewhere. ``norm`` makes the norm layers: Wu & He
+    2018 put GN (G = 32, section 3.1) wherever ResNet has BN."""
+
+    def __init__(self, c_in: int, width: int, stride: int, norm):
+        super().__init__()
+        c_out = 4 * width
+        self.conv1, self.n1 = nn.Conv2d(c_in, width, 1, bias=False), norm(width)
+        self.conv2, self.n2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), norm(width)
+        self.conv3, self.n3 = nn.Conv2d(width, c_out, 1, bias=False), norm(c_out)
+        self.projection = None
+        if stride != 1 or c_in != c_out:
+            self.projection = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), norm(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.n1(self.conv1(x)))
+        out = F.relu(self.n2(self.conv2(out)))
+        out = self.n3(self.conv3(out))
+        return F.relu(out + (x if self.projection is None else self.projection(x)))
+
+
+def resnet50_norm(num_classes: int = 1000, norm: str = "gn", groups: int = 32) -> nn.Sequential:
+    """ResNet-50 (He et al. 2016, Table 1: 7x7/2 conv 64, 3x3/2 max pool padded by 1, 3, 4, 6, 3
+    bottlenecks of widths 64-512, global average pool, FC) with ``norm``: "gn" GroupNorm(groups, c),
+    Wu & He 2018's network; "bn" BatchNorm2d, its baseline."""
+    make = partial(nn.GroupNorm, groups) if norm == "gn" else nn.BatchNorm2d
+    blocks, c_in = [], 64
+    for width, count, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(count):
+            blocks.append(NormBottleneck(c_in, width, stride if i == 0 else 1, make))
+            c_in = 4 * width
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), make(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
         *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, num_classes),
     )
 
@@ -626,9 +783,27 @@ def separable_bn(c_in: int, c_out: int) -> List[nn.Module]:
             nn.BatchNorm2d(c_out)]
 
 
+class KerasSameMaxPool(nn.Module):
+    """keras MaxPooling2D((3, 3), strides=(2, 2), padding='same'), the released Xception's pools
+    (keras/applications/xception.py): an n-pixel side gives ceil(n / 2) outputs, output i covering
+    input rows 2i - before ... 2i - before + 2, where before = (needed padding) // 2 and the rest goes
+    after; padded cells take no part in the max. Written as a maximum over the nine shifted, strided
+    views of the map, -inf outside it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        out_h, out_w = -(-h // 2), -(-w // 2)
+        before_h, before_w = max(2 * out_h + 1 - h, 0) // 2, max(2 * out_w + 1 - w, 0) // 2
+        canvas = x.new_full((*x.shape[:-2], h + 4, w + 4), float("-inf"))
+        canvas[..., before_h:before_h + h, before_w:before_w + w] = x
+        views = [canvas[..., dy:dy + 2 * out_h:2, dx:dx + 2 * out_w:2] for dy in range(3) for dx in range(3)]
+        return torch.stack(views).amax(dim=0)
+
+
 class XceptionBlock(nn.Module):
     """Figure 5: a residual branch of ReLU + separable conv layers, ending (entry and exit flow) in a
-    3x3/2 max pool, added to the input or to its 1x1 stride-2 conv + BN projection."""
+    3x3/2 max pool ('same', as Keras pads it: see KerasSameMaxPool), added to the input or to its
+    1x1 stride-2 conv + BN projection."""
 
     def __init__(self, c_in: int, widths: Sequence[int], first_relu: bool, downsample: bool):
         super().__init__()
@@ -637,7 +812,7 @@ class XceptionBlock(nn.Module):
             layers += ([nn.ReLU()] if i or first_relu else []) + separable_bn(c, w)
             c = w
         if downsample:
-            layers.append(nn.MaxPool2d(3, 2, 1))
+            layers.append(KerasSameMaxPool())
         self.residual = nn.Sequential(*layers)
         self.shortcut = nn.Sequential(nn.Conv2d(c_in, c, 1, 2, bias=False), nn.BatchNorm2d(c)) if downsample else None
 

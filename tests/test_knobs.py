@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from cnnbench import create_model
 from cnnbench.engine.knobs import check_knobs_take_effect, knobs_set
 from cnnbench.errors import UserError
+from cnnbench.models import ModelOutput, build_model, count_parameters
 from tests.conftest import run_command
 from tests.test_validate import composed
 
@@ -71,3 +74,56 @@ def test_an_experiment_files_keys_count(tmp_path):
     with pytest.raises(UserError, match="regularization.lrn=false has no effect: nin_cifar has no LRN layer"):
         run_command("train", "experiment=alexnet_lrn", "model=nin_cifar", "data=synthetic",
                     "regularization.lrn=false", cwd=tmp_path)
+
+
+# --- model.activation and model.aux_heads: one generic switch each, refused where nothing switches ---
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (("model=lenet5", "model.activation=relu"), "model.activation=relu has no effect: lenet5 has no `relu` rows"),
+    (("model=nin_cifar", "model.aux_heads=false"), "model.aux_heads=false has no effect: nin_cifar has no `aux_head` rows"),
+])
+def test_a_switch_with_nothing_to_switch_is_refused(tmp_path, overrides, message):
+    with pytest.raises(UserError) as refused:
+        run_command("train", *overrides, "trainer.epochs=1", cwd=tmp_path)
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)
+
+
+def test_model_activation_rebuilds_every_relu_row():
+    cfg = composed("train", "model=alexnet_cifar", "model.activation=tanh")
+    check_knobs_take_effect(cfg, ["model=alexnet_cifar", "model.activation=tanh"])
+    kinds = {name: {type(m).__name__ for m in create_model("alexnet_cifar", activation=name).modules()}
+             for name in (None, "tanh")}
+    assert "ReLU" in kinds[None] and "Tanh" not in kinds[None]
+    assert "Tanh" in kinds["tanh"] and "ReLU" not in kinds["tanh"]
+    with pytest.raises(UserError, match=r"model.activation='gelu' is unknown; choose one of: relu, tanh") as refused:
+        create_model("alexnet_cifar", activation="gelu")
+    assert "\n" not in str(refused.value)
+
+
+def test_model_aux_heads_false_leaves_the_heads_out():
+    spec = {"name": "tiny", "layers": [
+        ["conv", {"out": 4, "kernel": 3, "as": "c1"}],
+        ["aux_head", {"from": "c1", "weight": 0.3, "layers": ["gap", "flatten", ["linear", {"out": 3}]]}],
+        "relu", "gap", "flatten", ["linear", {"out": 3}]]}
+    with_heads = build_model(spec, (3, 8, 8))
+    without = build_model({**spec, "aux_heads": False}, (3, 8, 8))
+    assert "aux_head" in with_heads.ops_used and "aux_head" in without.ops_used  # the knob acts on both
+    assert isinstance(with_heads.train()(torch.zeros(2, 3, 8, 8)), ModelOutput)
+    assert without.train()(torch.zeros(2, 3, 8, 8)).shape == (2, 3)  # plain logits: no head
+    assert count_parameters(with_heads) - count_parameters(without) == 4 * 3 + 3
+
+    class WithAuxHeads:
+        ops_used = frozenset({"conv", "aux_head"})
+
+    check_knobs_take_effect(composed("train", "model.aux_heads=false"), ["model.aux_heads=false"], model=WithAuxHeads())
+
+
+def test_resnet50_gn_takes_model_norm_and_keeps_resnet50s_parameters():
+    with torch.device("meta"):  # shapes only: a ResNet-50 is seconds on the CPU
+        gn, bn, plain = create_model("resnet50_gn"), create_model("resnet50_gn", norm="bn"), create_model("resnet50")
+    assert {type(m).__name__ for m in gn.modules()} >= {"GroupNorm"} and "BatchNorm2d" not in {type(m).__name__ for m in gn.modules()}
+    assert "GroupNorm" not in {type(m).__name__ for m in bn.modules()}
+    names = [[(k, tuple(p.shape)) for k, p in m.named_parameters()] for m in (gn, bn, plain)]
+    assert names[0] == names[1] == names[2]  # the same parameters, names and shapes as resnet50's
+    assert "norm" in gn.ops_used

@@ -3,7 +3,7 @@
 Counts and shapes do not see parameter-free structure (max vs average pooling,
 where a ReLU sits, what SE rescales, channel shuffles, where an auxiliary head
 reads). Here each zoo model is built with ``cnnbench.create_model``; its
-batchnorm scales and shifts (and any all-zero weight matrix, e.g. the spatial
+batchnorm (and groupnorm) scales and shifts (and any all-zero weight matrix, e.g. the spatial
 transformer's theta regressor) are set to random values and its batchnorm
 statistics to those of a random batch, so that none is an identity and every
 ReLU sees both signs; every tensor is copied by position into an independent reference
@@ -11,7 +11,10 @@ ReLU sees both signs; every tensor is copied by position into an independent ref
 from the YAML), and both must give the same outputs on a random input in eval
 mode: bit for bit where both run the same torch operations, else within
 1e-5 of the output's scale. GoogLeNet is also compared in training mode,
-auxiliary logits included, with the same dropout draws.
+auxiliary logits included, with the same dropout draws. DropConnect's
+inference (Wan et al. 2013, Algorithm 2) samples Gaussian pre-activations
+from a generator of fixed seed, which the reference draws the same way;
+resnet50_gn is compared with GroupNorm (its default) and with model.norm=bn.
 
 The mutant tests change one parameter-free detail of a reference (a pool, a
 ReLU, the shuffle, where SE or an auxiliary head sits) and check the outputs
@@ -23,9 +26,9 @@ fixes it.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import pytest
 import torch
@@ -48,14 +51,19 @@ class Case:
     # Input scale: LRN is nearly a constant factor on small activations (k dominates), so the nets
     # with LRN see pixel-sized inputs (AlexNet's were raw values minus the mean), where it is not.
     scale: float = 1.0
+    overrides: Dict[str, Any] = field(default_factory=dict)  # model keys, e.g. {"norm": "bn"}
 
 
 LRN_SCALE = 50.0
 CASES = [
     # (1) the AlexNet era, CIFAR ResNets and plain nets, VGG
     Case("alexnet", partial(ref.alexnet, 1000), 1000, batch=1, scale=LRN_SCALE),
+    Case("alexnet_nonoverlapping", partial(ref.alexnet, 1000, pool=2), 1000, batch=1, scale=LRN_SCALE),
+    Case("alexnet_one_tower", partial(ref.alexnet, 1000, towers=1), 1000, batch=1, scale=LRN_SCALE),
     Case("zfnet", partial(ref.zfnet, 1000), 1000, batch=1, scale=LRN_SCALE),
     Case("nin_cifar", partial(ref.nin_cifar, 10), 10, exact=True),
+    Case("nin_cifar_fc", partial(ref.nin_cifar_fc, 10), 10, exact=True),
+    Case("nin_cifar_no_cccp", partial(ref.nin_cifar_no_cccp, 10), 10, exact=True),
     Case("lenet5", partial(ref.lenet5, 10, paper_squashing=False), 10, exact=True),
     *[Case(f"resnet{6 * n + 2}", partial(ref.CifarResNet, n, True, 10), 10) for n in (3, 5, 7, 9, 18)],
     *[Case(f"plain{6 * n + 2}", partial(ref.CifarResNet, n, False, 10), 10) for n in (3, 9)],
@@ -64,13 +72,21 @@ CASES = [
     Case("vgg16_cifar", partial(ref.vgg16_cifar, 10), 10, exact=True),
     # (2) Inception, SE, ShuffleNet, MobileNet, Xception
     Case("googlenet", partial(ref.GoogLeNet, 1000), 1000, batch=1, scale=LRN_SCALE),
+    Case("googlenet_naive", partial(ref.GoogLeNet, 1000, naive=True), 1000, batch=1, scale=LRN_SCALE),
     Case("inception_bn", partial(ref.inception_bn, 1000), 1000, batch=1, exact=True),
     Case("se_resnet50", partial(ref.se_resnet50, 1000), 1000, [3, 64, 64]),
+    # GroupNorm (32 groups), the file's default; test_resnet50_gn_with_batchnorm runs model.norm=bn
+    Case("resnet50_gn", partial(ref.resnet50_norm, 1000, "gn"), 1000, [3, 64, 64], exact=True),
     Case("shufflenet_v1_g3", partial(ref.shufflenet_v1_g3, 1000), 1000, [3, 64, 64], exact=True),
     Case("mobilenet_v1", partial(ref.mobilenet_v1, 1000), 1000, [3, 64, 64], exact=True),
-    Case("xception", partial(ref.xception, 1000), 1000, [3, 71, 71], exact=True),
+    # 75: the second entry block pools an 18x18 map, where Keras' 'same' pads 0 before and 1 after
+    Case("xception", partial(ref.xception, 1000), 1000, [3, 75, 75], exact=True),
     # (3) the CIFAR ports and the zoo's demonstrations
     Case("alexnet_cifar", partial(ref.alexnet_cifar, 10), 10, scale=LRN_SCALE),
+    # DropConnect's inference averages relu over 1000 Gaussian draws (seed 0): not bit for bit
+    Case("dropconnect_cifar", partial(ref.dropconnect_cifar, 10, "dropconnect"), 10),
+    Case("dropconnect_cifar_dropout", partial(ref.dropconnect_cifar, 10, "dropout"), 10, exact=True),
+    Case("dropconnect_cifar_nodrop", partial(ref.dropconnect_cifar, 10, "nodrop"), 10, exact=True),
     Case("nin_imagenet", partial(ref.nin_imagenet, 1000), 1000, [3, 99, 99], exact=True),
     Case("googlenet_cifar", partial(ref.GoogLeNetCifar, 10), 10, [3, 16, 16]),
     Case("highway_cifar", partial(ref.highway_cifar, 10), 10, exact=True),
@@ -96,16 +112,17 @@ def zoo_model(case: Case) -> nn.Module:
     """The zoo model with random batchnorm terms (statistics measured on a random batch) and no all-zero weights."""
     torch.manual_seed(0)
     size = {} if case.input_size is None else {"input_size": list(case.input_size)}
-    model = cnnbench.create_model(case.name, num_classes=case.num_classes, init="torch", **size)
+    model = cnnbench.create_model(case.name, num_classes=case.num_classes, init="torch", **size, **case.overrides)
     randomize(model, torch.Generator().manual_seed(1))
     calibrate_batchnorm(model, sample(model, case, batch=2, seed=4))
     return model.eval()
 
 
 def randomize(model: nn.Module, generator: torch.Generator) -> None:
-    """Fresh BN is the identity in eval mode and a zero weight hides what it reads: neither may hide a difference."""
+    """Fresh BN (and GN) is the identity in eval mode and a zero weight hides what it reads: neither may hide
+    a difference."""
     with torch.no_grad():
-        for module in batchnorms(model):
+        for module in batchnorms(model) + [m for m in model.modules() if isinstance(m, nn.GroupNorm)]:
             module.weight.uniform_(0.8, 1.2, generator=generator)
             module.bias.normal_(0.0, 0.2, generator=generator)
         for param in model.parameters():
@@ -203,6 +220,25 @@ def test_googlenet_training_mode_main_and_auxiliary_logits():
         assert_same(aux_logits, want)
 
 
+def test_resnet50_gn_with_batchnorm():
+    """model.norm=bn, Wu & He 2018's baseline: every norm row is batchnorm, the rest unchanged."""
+    case = Case("resnet50_gn", partial(ref.resnet50_norm, 1000, "bn"), 1000, [3, 64, 64], exact=True,
+                overrides={"norm": "bn"})
+    reference, model = built(case)
+    assert batchnorms(model) and not any(isinstance(m, nn.GroupNorm) for m in model.modules())
+    x = sample(model, case)
+    assert_same(run(model, x), run(reference, x), case.exact)
+
+
+def test_dropconnect_inference_is_deterministic_and_per_example():
+    """The sampled inference (Algorithm 2) gives an example the same output twice, and alone as in a batch."""
+    _, model = built(CASE["dropconnect_cifar"])
+    x = sample(model, CASE["dropconnect_cifar"], batch=3)
+    both = run(model, x)
+    assert torch.equal(both, run(model, x))
+    torch.testing.assert_close(run(model, x[1:2]), both[1:2], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "LeNet-5's squashing function is f(a) = 1.7159 tanh(2a/3) (LeCun et al. 1998, eq. 6 and appendix A) "
     "in C1, C3, C5, F6 and after the S2/S4 subsampling (section II.B: 'the result is passed through a "
@@ -265,6 +301,33 @@ def test_mutant_zfnet_normalise_before_pooling():
 
 def test_mutant_nin_cifar_max_instead_of_average_pool2():
     mutant_differs("nin_cifar", lambda net: replace_nth(net, nn.AvgPool2d, nn.MaxPool2d(3, 2, ceil_mode=True)))
+
+
+def test_mutant_nin_cifar_no_cccp_max_instead_of_average_pool2():
+    mutant_differs("nin_cifar_no_cccp", lambda net: replace_nth(net, nn.AvgPool2d, nn.MaxPool2d(3, 2, ceil_mode=True)))
+
+
+def test_mutant_dropconnect_mean_network_instead_of_sampling():
+    """Section 3: relu(E[u]), the dropout-style mean network, is not Algorithm 2's E[relu(u)]."""
+
+    def mean_network(net):
+        next(m for m in net.modules() if isinstance(m, ref.DropConnectInference)).mean_network = True
+
+    mutant_differs("dropconnect_cifar", mean_network)
+
+
+def test_mutant_resnet50_gn_with_16_groups():
+    """Section 3.1's G = 32: another group count normalises over other channel sets."""
+
+    def sixteen_groups(net):
+        for parent in list(net.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, nn.GroupNorm):
+                    regrouped = nn.GroupNorm(16, child.num_channels, child.eps)
+                    regrouped.load_state_dict(child.state_dict())
+                    setattr(parent, name, regrouped)
+
+    mutant_differs("resnet50_gn", sixteen_groups)
 
 
 class ReluBeforeAdd(ref.CifarBlock):
@@ -339,6 +402,18 @@ def test_mutant_se_resnet50_se_after_the_addition():
                 module.__class__ = SEAfterAdd
 
     mutant_differs("se_resnet50", move_se)
+
+
+def test_mutant_se_resnet50_torchvision_padded_first_pool():
+    """The released SENet pools 3x3/2 unpadded, rounding up; torchvision ResNet's padding 1 gives the
+    same 56x56 (here 16x16) map from windows shifted by one pixel."""
+    mutant_differs("se_resnet50", lambda net: replace_nth(net, nn.MaxPool2d, nn.MaxPool2d(3, 2, 1)))
+
+
+def test_mutant_xception_symmetric_padding_on_an_even_map():
+    """Keras pads a 3x3/2 'same' pool on an even side 0 before, 1 after; torch's padding 1 gives the
+    same size from windows shifted by one pixel (the second entry block: 74x74 at 299, 18x18 here)."""
+    mutant_differs("xception", lambda net: replace_nth(net, ref.KerasSameMaxPool, nn.MaxPool2d(3, 2, 1), n=1))
 
 
 def test_mutant_shufflenet_without_channel_shuffle():

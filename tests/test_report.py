@@ -150,6 +150,8 @@ def test_the_papers_figure_stands_beside_ours(tmp_path):
         write_run(tmp_path / f"b{seed}", seed=seed, model="resnet56", published={"top1": 93.03}, top1=92.0 + seed)
     report = build_report([tmp_path])
     assert report.shown == ["model.name"]  # model.published and model.layers follow from it
+    # an experiment's baseline names the group as its sweep does: model=resnet56 is model.name=resnet56
+    assert build_report([tmp_path], baseline="model=resnet56").baseline.label == "model.name=resnet56"
     body = report_body(report)
     assert "91.2% top-1" in body and "93.0% top-1" in body
     assert "resnet20 paper: 91.2% top-1 (CIFAR-10 test; He et al. 2016, Table 6)" in body
@@ -243,3 +245,48 @@ def hparam_columns(folder: Path) -> set:
     events.Reload()
     data = plugin_data_pb2.HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/experiment"])
     return {info.name for info in data.experiment.hparam_infos}
+
+
+def write_target_run(folder: Path, activation: str, seed: int, train_top1: list, epochs: int = 6) -> Path:
+    """A finished run of an experiment with `experiment.target`, whose epochs had these train top-1s."""
+    write_run(folder, seed=seed, epochs=epochs, top1=60.0, model="alexnet_cifar")
+    tree = yaml.safe_load((folder / "config.yaml").read_text())
+    tree["model"]["activation"] = activation
+    tree["experiment"] = {"claim": "ReLU reaches 25% training error faster", "target": {"metric": "train_error", "value": 25}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(tree))
+    history = [{"epoch": e + 1, "train": {"loss": 1.0, "top1": t}, "val": {"top1": t - 5, "top5": 99.0}}
+               for e, t in enumerate(train_top1)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    return folder
+
+
+def test_epochs_to_the_experiments_target_per_arm(tmp_path):
+    # train error = 100 - train top-1; reached at the first epoch at or below 25
+    curves = {("relu", 0): [50, 70, 75, 80, 85, 90],    # epoch 3 (error 25, at the level counts)
+              ("relu", 1): [60, 76, 80, 85, 88, 90],    # epoch 2
+              ("relu", 2): [55, 70, 74, 76, 80, 90],    # epoch 4
+              ("tanh", 0): [20, 30, 40, 50, 60, 74],    # never (26% at the end)
+              ("tanh", 1): [20, 30, 40, 50, 60, 76],    # epoch 6
+              ("tanh", 2): [20, 30, 40, 50, 55, 60]}    # never
+    for job, ((activation, seed), curve) in enumerate(curves.items()):
+        write_target_run(tmp_path / str(job), activation, seed, curve)
+    report = build_report([tmp_path], baseline="model.activation=relu")
+    assert report.target.label == "train error ≤ 25%"
+    relu, tanh = by_label(report)["model.activation=relu"].target, by_label(report)["model.activation=tanh"].target
+    assert (relu.epochs.mean, relu.epochs.std, relu.reached, relu.runs) == pytest.approx((3.0, 1.0, 3, 3))
+    assert (tanh.epochs.mean, tanh.epochs.std, tanh.reached, tanh.runs, tanh.max_epochs) == (6.0, None, 1, 3, 6)
+    body = report_body(report)
+    assert "epochs to train error ≤ 25%" in body.splitlines()[2]
+    assert "3.0 ± 1.0" in body and "6.0 (2 of 3 not reached in 6 epochs)" in body
+    assert "target_epochs_mean" in csv_text(report).splitlines()[0]
+    assert json.loads(json_text(report))["groups"][0]["epochs_to_target"]["reached"] == 3
+
+
+def test_a_target_no_run_reaches_and_a_report_without_one(tmp_path, sweep):
+    for seed in (0, 1):
+        write_target_run(tmp_path / "tanh" / str(seed), "tanh", seed, [10, 20, 30])
+    (group,) = build_report([tmp_path / "tanh"]).groups
+    assert group.target.text == "not reached in 3 epochs"
+    report = build_report([sweep])  # no experiment.target: no column, nothing computed
+    assert report.target is None and "epochs to" not in report_body(report)
+    assert "target_epochs_mean" not in csv_text(report)

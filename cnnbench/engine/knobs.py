@@ -30,6 +30,9 @@ MODEL_KNOBS = {
     "model.lrn_convention": (("lrn",), "no LRN layer"),
     "model.norm": (("norm",), "no `norm` rows (its normalisation layers are fixed by its file)"),
     "model.norm_groups": (("norm",), "no `norm` rows (its normalisation layers are fixed by its file)"),
+    # model.activation rebuilds relu rows only (the builder records rows as written).
+    "model.activation": (("relu",), "no `relu` rows (its activations are fixed by its file)"),
+    "model.aux_heads": (("aux_head",), "no `aux_head` rows"),
 }
 # Keys of an experiment file that are not knobs of the run.
 NOT_KNOBS = ("defaults", "hydra", "experiment")

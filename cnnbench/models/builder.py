@@ -29,6 +29,14 @@ are skipped and the model returns its logits.
 A model's ``norm: bn|gn|none`` (and ``norm_groups``) says what its ``norm``
 rows are.
 
+Two model keys switch one generic thing a paper ablates, without a file
+per arm: ``activation: relu|tanh`` builds every ``relu`` row as that
+activation (null keeps each row's own; AlexNet's Figure 1 is ReLU against
+tanh in one network), and ``aux_heads: false`` leaves out every
+``aux_head`` row (GoogLeNet, section 5: the heads' effect is about 0.5%).
+Both are recorded in ``ops_used`` as the rows were written (``relu``,
+``aux_head``), so a knob that finds no such row can be refused.
+
 A model's ``init_spec: {conv: {weight: [normal, 0.01], bias: [constant, 0]}, ...}``
 gives its paper's starting weights per op kind, and a row's ``init_spec:
 {weight: ..., bias: ...}`` overrides it for that row (cnnbench/models/init.py);
@@ -84,6 +92,8 @@ WIRING_KEYS = ("as", "from")
 MULT_KEYS = ("lr_mult", "decay_mult")
 INPUT = "input"
 AUX_HEAD = "aux_head"  # a builder row, not an op: it adds an output instead of a layer
+# model.activation: the ops a `relu` row may be built as instead (null keeps relu rows as written).
+ACTIVATIONS = ("relu", "tanh")
 BLOCK_LIBRARY_DIR = CONF_DIR / "blocks"
 BLOCK_KEYS = ("args", "layers")
 REQUIRED = object()  # the default of a block argument that has none
@@ -200,6 +210,7 @@ def build_model(
     blocks = model_blocks(spec, source)
     options = init_options(spec, norm_options(spec, options, source), source)
     builder = _Builder(blocks, options, source)
+    builder.activation, builder.aux_heads = switch_options(spec, source)
     if options.init == "paper":
         builder.init_spec = model_init_spec(spec, source)
     shape = tuple(int(s) for s in input_shape)
@@ -294,6 +305,19 @@ def init_options(spec: Mapping[str, Any], options: BuildOptions, source: str) ->
     return replace(options, lrn_convention=convention or options.lrn_convention, init=init)
 
 
+def switch_options(spec: Mapping[str, Any], source: str) -> Tuple[Optional[str], bool]:
+    """The model's ``activation`` (what a relu row becomes; None: relu) and ``aux_heads`` keys, checked."""
+    activation = spec.get("activation")
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ModelBuildError(
+            f"{source}: model.activation={activation!r} is unknown; choose one of: {', '.join(ACTIVATIONS)} (or null)"
+        )
+    aux_heads = spec.get("aux_heads", True)
+    if not isinstance(aux_heads, bool):
+        raise ModelBuildError(f"{source}: model.aux_heads must be true or false, got {aux_heads!r}")
+    return activation, aux_heads
+
+
 def model_init_spec(spec: Mapping[str, Any], source: str) -> Dict[str, Dict[str, Any]]:
     try:
         return init_schemes.check_model_spec(spec.get("init_spec") or {})
@@ -310,6 +334,8 @@ class _Builder:
         self.init_spec: Dict[str, Dict[str, Any]] = {}
         self.expanding: List[str] = []  # the blocks being built, outermost first (a block may not use itself)
         self.ops_used: set = set()
+        self.activation: Optional[str] = None  # model.activation: what a relu row is built as
+        self.aux_heads = True  # model.aux_heads: false leaves the aux_head rows out
 
     def build_graph(
         self, rows: Sequence[Any], input_shape: Shape, path: str, top_level: bool = False
@@ -323,7 +349,9 @@ class _Builder:
             where = f"{path}[{index}]"
             row = self.parse_row(raw, where)
             if row.op == AUX_HEAD:
-                self.add_aux_head(parts, row, index, where, top_level)
+                self.ops_used.add(AUX_HEAD)
+                if self.aux_heads or not top_level:  # one inside a block is an error either way
+                    self.add_aux_head(parts, row, index, where, top_level)
                 continue
             for copy, copy_where in copies(row, index, where):
                 self.add_layer(parts, copy, index, copy_where)
@@ -465,7 +493,8 @@ class _Builder:
             if row.init:  # the block's layers were initialised row by row; its own spec goes over them
                 self.initialise(module, row)
             return module, out_shape
-        op = OPS[row.op]
+        # model.activation swaps the op a relu row builds; ops_used keeps the row as written.
+        op = OPS[self.activation if row.op == "relu" and self.activation else row.op]
         self.ops_used.add(row.op)
         unknown = sorted(set(row.args) - set(op.arguments))
         if unknown:

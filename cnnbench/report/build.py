@@ -11,6 +11,7 @@ from cnnbench.report.collect import (
     Group, Run, collect_runs, format_value, group_runs, shown_keys, varying_keys,
 )
 from cnnbench.report.stats import Delta, Stat, describe, paired_delta
+from cnnbench.report.target import Target, TargetResult, summarize_target, target_of
 
 CURVES_PNG = "val_top1_per_epoch.png"
 SCATTER_PNG = "top1_vs_macs.png"
@@ -30,6 +31,7 @@ class GroupSummary:
     paper: Optional[Dict[str, Any]]  # paper_figures() of the model's `published:`
     delta: Optional[Delta] = None  # vs the baseline; None for the baseline itself and without shared seeds
     is_baseline: bool = False
+    target: Optional[TargetResult] = None  # epochs to the experiment's target, when it sets one
 
     @property
     def label(self) -> str:
@@ -47,6 +49,7 @@ class Report:
     keys: List[str]  # every varying key (seed left out): what groups are made by
     shown: List[str]  # the ones worth a column (keys following from a varying `*.name` left out)
     groups: List[GroupSummary] = field(default_factory=list)
+    target: Optional[Target] = None  # experiment.target of the runs
 
     @property
     def not_finished(self) -> List[Run]:
@@ -125,6 +128,8 @@ def choose_baseline(groups: List[Group], baseline: Optional[str], keys: Sequence
     wanted = []
     for part in baseline.split(","):
         key, eq, value = part.strip().partition("=")
+        if key not in keys and f"{key}.name" in keys:
+            key = f"{key}.name"  # a config group's choice, as the sweep wrote it: model=vgg13 is model.name=vgg13
         if not eq or key not in keys:
             varying = ", ".join(keys) or "nothing (one group)"
             raise UserError(f"report.baseline={baseline}: give KEY=VALUE with a key that varies across these runs: {varying}")
@@ -145,9 +150,12 @@ def build_report(paths: Sequence[Path], baseline: Optional[str] = None, ignore: 
         return report
     base = choose_baseline(groups, baseline, keys)
     base_by_seed = top1_by_seed(groups[base])
+    report.target = target_of([r.config for r in runs if r.finished])
     for i, group in enumerate(groups):
         summary = summarize(group)
         summary.is_baseline = i == base
+        if report.target is not None:
+            summary.target = summarize_target([r.history for r in group.runs], report.target)
         if i != base:
             summary.delta = paired_delta(top1_by_seed(group), base_by_seed)
         report.groups.append(summary)

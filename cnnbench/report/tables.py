@@ -61,12 +61,14 @@ def has_paper(report: Report) -> bool:
 def table_rows(report: Report) -> List[List[str]]:
     header = [*(report.shown or ["group"]), "n", "top-1 %", "top-5 %", "best top-1 %",
               "Δ top-1 [95% CI]", "params", "MACs", "train s"]
-    rows = [header + (["paper"] if has_paper(report) else [])]
+    target = [f"epochs to {report.target.label}"] if report.target else []
+    rows = [header + target + (["paper"] if has_paper(report) else [])]
     for g in report.groups:
         values = [format_value(v) for v in g.group.values.values()] or [g.label]
         params = f"{g.params:,}" if g.params is not None else NONE
         row = [*values, str(g.n), fmt_stat(g.top1), fmt_stat(g.top5), fmt_mean(g.best_top1),
                fmt_delta(g), params, human(g.macs), fmt_mean(g.wall_time_s, 1)]
+        row += [g.target.text if g.target else NONE] if target else []
         rows.append(row + ([paper_text(g.paper) if g.paper else NONE] if has_paper(report) else []))
     return rows
 
@@ -109,6 +111,9 @@ def notes(report: Report) -> List[str]:
         f"Δ top-1: the mean over seeds of (group − baseline) for the same seed, with a 95% t interval "
         f"(n − 1 degrees of freedom); baseline: {base.label}." if base else "",
     ]
+    if report.target:
+        lines.append(f"Epochs to {report.target.label} (experiment.target): the first epoch of each run that "
+                     "reaches it, mean ± std over the runs that did; runs that did not are counted apart.")
     papers = {g.model: g.paper for g in report.groups if g.paper}
     for model, paper in papers.items():
         detail = "; ".join(x for x in (paper.get("protocol"), paper.get("source")) if x)
@@ -150,8 +155,17 @@ def csv_records(report: Report) -> List[dict]:
             "delta_high": delta and delta.high, "delta_n": delta and delta.n,
             "params": g.params, "macs": g.macs, "wall_time_s_mean": part(g.wall_time_s, "mean"),
             "paper_top1": (g.paper or {}).get("top1"), "paper_top5": (g.paper or {}).get("top5"),
+            **target_record(g),
         })
     return records
+
+
+def target_record(g: GroupSummary) -> dict:
+    """The epochs-to-target columns, only when the experiment sets a target."""
+    if g.target is None:
+        return {}
+    return {"target_epochs_mean": part(g.target.epochs, "mean"), "target_epochs_std": part(g.target.epochs, "std"),
+            "target_reached": g.target.reached, "target_runs": g.target.runs}
 
 
 def csv_text(report: Report) -> str:
@@ -170,10 +184,12 @@ def json_text(report: Report) -> str:
                   for k, v in (("top1", g.top1), ("top5", g.top5), ("best_top1", g.best_top1),
                                ("wall_time_s", g.wall_time_s), ("delta_top1", g.delta))},
                "params": g.params, "macs": g.macs, "model": g.model, "paper": g.paper,
+               "epochs_to_target": asdict(g.target) if g.target else None,
                "runs": [str(r.path) for r in g.group.runs]} for g in report.groups]
     not_finished = [{"path": str(r.path), "problem": r.problem, "seed": r.seed,
                      "values": {k: r.config.get(k) for k in report.shown}} for r in report.not_finished]
     return json.dumps({"paths": [str(p) for p in report.paths], "varying_keys": report.shown,
+                       "target": asdict(report.target) if report.target else None,
                        "groups": groups, "not_finished": not_finished}, indent=2, default=str) + "\n"
 
 
