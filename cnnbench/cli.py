@@ -279,6 +279,8 @@ def explain_config_error(err: BaseException, command: str) -> Optional[str]:
     if yaml_syntax_message(err):
         return yaml_syntax_message(err)
     if isinstance(err, MissingConfigException):
+        if "submitit_slurm" in str(err):  # conf/hydra/launcher/slurm.yaml builds on the plugin's own config
+            return "hydra/launcher=slurm needs hydra-submitit-launcher: pip install -e \".[slurm]\" (or pip install hydra-submitit-launcher)"
         group, _, choice = (err.missing_cfg_file or "").rpartition("/")
         if group and err.options is not None:
             options = ", ".join(sorted(err.options)) or "(none)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -28,6 +29,9 @@ def provenance(resolved: dict, device: torch.device) -> dict:
     commit, dirty, diff_hash = git_state()
     return {
         "device": device_name(device),
+        # What a launcher gave this run: which GPUs it could see and how many CPU threads it used.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": torch.get_num_threads(),
         "versions": {"cnnbench": cnnbench.__version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "git_commit": commit,
