@@ -238,16 +238,16 @@ def check_augment(cfg: DictConfig) -> None:
             f"augment.aspect must be [low, high] with 0 < low <= high, got {list(augment.aspect)}")
     require(finite(augment.pca_lighting) and augment.pca_lighting >= 0,
             f"augment.pca_lighting is the std of the PCA weights and must be >= 0, got {augment.pca_lighting}")
-    # The principal components are those of ImageNet's RGB pixels.
-    require(not augment.pca_lighting or cfg.data.channels == 3,
-            f"augment.pca_lighting={augment.pca_lighting} shifts RGB colours, but data.channels={cfg.data.channels} "
-            "gives grey images; set augment.pca_lighting=0")
     if is_folder_data(cfg):
         check_folder_augment(cfg)
     else:
         require(augment.crop == "center",
                 f"augment={augment.name} (augment.crop={augment.crop}) needs a folder dataset such as data=imagenet; "
                 f"data={cfg.data.name} is held in memory and takes crop_padding, hflip and pca_lighting only")
+    # The principal components are those of ImageNet's RGB pixels.
+    require(not augment.pca_lighting or cfg.data.channels == 3,
+            f"augment.pca_lighting={augment.pca_lighting} shifts RGB colours, but data.channels={cfg.data.channels} "
+            "gives grey images; set augment.pca_lighting=0")
 
 
 def check_folder_augment(cfg: DictConfig) -> None:

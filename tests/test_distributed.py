@@ -253,6 +253,28 @@ def test_a_dataloader_worker_death_is_one_line():
     assert dataloader_worker_death(RuntimeError("CUDA out of memory")) is None
 
 
+class StuckDataset(torch.utils.data.Dataset):
+    """Every item takes longer than the loader's timeout: a hung worker."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        time.sleep(30)
+        return index
+
+
+def test_a_hung_dataloader_worker_is_one_line():
+    """torch's own timeout message, as a DataLoader with `timeout` raises it (the folder loader
+    sets one), becomes one line; a changed wording in torch would fail here."""
+    loader = torch.utils.data.DataLoader(StuckDataset(), num_workers=1, timeout=1)
+    with pytest.raises(RuntimeError) as caught:
+        next(iter(loader))
+    assert dataloader_worker_death(caught.value) == (
+        "DataLoader workers gave no batch in 1 s: a worker hung (a stalled file system, or a decoder "
+        "stuck on a file)")
+
+
 def test_one_process_needs_no_process_group(monkeypatch):
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)

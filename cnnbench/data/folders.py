@@ -54,6 +54,8 @@ log = logging.getLogger("cnnbench")
 
 # What decode_image reads. It goes by the bytes, not the name, so the one PNG
 # and the CMYK JPEGs among ImageNet's .JPEG files decode too.
+# Seconds a DataLoader may wait for a batch from its workers (see FolderLoader).
+WORKER_TIMEOUT_S = 600
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 LAYOUT = "<root>/{split}/<class>/<image> (one folder per class, .jpg/.jpeg/.png)"
 IMAGENET_LAYOUT = "<root>/{split}/<wnid>/<image>.JPEG (one folder per class)"
@@ -368,6 +370,9 @@ class FolderLoader(Loader):
             pin_memory=device.type == "cuda" and not decode_in_main,
             drop_last=train,
             persistent_workers=workers > 0,
+            # A worker that has not delivered a batch in this long is hung, not slow: end the run
+            # (one line, cnnbench.engine.distributed.dataloader_worker_death) instead of waiting forever.
+            timeout=WORKER_TIMEOUT_S if workers > 0 else 0,
             worker_init_fn=ignore_stop_signals if workers > 0 else None,
             # Its own generator: starting an epoch's iterator must not draw from the
             # global stream that dropout uses, or a run resumed mid-epoch would drift.

@@ -367,6 +367,8 @@ def signal_name(number: int) -> str:
 OOM_HINT = " (if nobody sent it, the machine likely ran out of memory: see `dmesg`; try fewer data.workers)"
 # torch.utils.data's words for a DataLoader worker that died, most specific first; the
 # signal is given by its description (strsignal): "Killed", "Segmentation fault".
+# torch's message when no batch came within the DataLoader's `timeout` (cnnbench.data.folders sets it).
+DATALOADER_TIMEOUT = re.compile(r"DataLoader timed out after (?P<seconds>\d+) seconds")
 DATALOADER_DEATHS = (
     re.compile(r"DataLoader worker \(pid (?P<pid>\d+)\) is killed by signal: (?P<signal>[^.]+)\."),
     re.compile(r"DataLoader worker \(pid (?P<pid>\d+)\) exited unexpectedly with exit code (?P<code>-?\d+)"),
@@ -375,14 +377,20 @@ DATALOADER_DEATHS = (
 
 
 def dataloader_worker_death(err: BaseException) -> "str | None":
-    """One line for an error that says a DataLoader worker process died (anywhere in ``err``'s
-    chain of causes): which worker, and the signal or exit code; None for any other error."""
+    """One line for an error that says a DataLoader worker process died or hung (anywhere in
+    ``err``'s chain of causes): which worker, and the signal or exit code, or how long no batch
+    came; None for any other error."""
     messages, seen = [], set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         messages.append(str(err))
         err = err.__cause__ or err.__context__
     descriptions = {signal.strsignal(sig): sig for sig in signal.Signals if signal.strsignal(sig)}
+    for message in messages:
+        found = DATALOADER_TIMEOUT.search(message)
+        if found is not None:
+            return (f"DataLoader workers gave no batch in {found['seconds']} s: a worker hung "
+                    "(a stalled file system, or a decoder stuck on a file)")
     for pattern in DATALOADER_DEATHS:
         for message in messages:
             found = pattern.search(message)
