@@ -22,7 +22,7 @@ Each rate counts the batches after the first, so worker start-up is left out
 of both. Then, on one core in this process, the time per image of each stage
 (read, decode, crop and resize, and collate per batch) says where it goes.
 The generated images are smooth random fields plus noise at ImageNet's usual
-sizes (mostly 500x375 and 375x500, quality 90: about 100-150 kB each).
+sizes (mostly 500x375 and 375x500, quality 90: about 70 kB each; ImageNet averages about 110 kB).
 Not a test: run it by hand.
 """
 

@@ -16,7 +16,9 @@ channels-last where the CPU has bf16 in hardware, else fp32).
   (`train_seconds` in metrics.jsonl), evaluation and saving excluded.
 - bare: `for images, labels in loader:` autocast, forward, cross-entropy,
   zero_grad, backward, SGD step (momentum 0.9, weight decay 5e-4), timed the
-  same way over the training pass.
+  same way over the training pass; once at the same precision and layout
+  (the loop's own overhead), once in fp32 and the default layout (what the
+  speed defaults gain).
 
 The first epoch of each is left out (allocator and oneDNN warm-up); the rate
 is over the remaining epochs. The two loops alternate, best of ``--repeats``
@@ -35,6 +37,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from cnnbench.config import CONF_DIR, register_schemas
 from cnnbench.data.pipeline import loader_for
@@ -64,11 +67,13 @@ def cnnbench_rate(cfg) -> float:
     return len(later) * steps * cfg.data.batch_size / sum(record["train_seconds"] for record in later)
 
 
-def bare_rate(cfg) -> float:
-    """Images/s of a hand-written loop over the same loader, network and speed settings."""
+def bare_rate(cfg, fp32: bool = False) -> float:
+    """Images/s of a hand-written loop over the same loader and network, at the run's speed
+    settings or (``fp32``) in fp32 eager mode and the default layout."""
     torch.manual_seed(cfg.seed)
     device = torch.device("cpu")
-    speed = speed_for(cfg.trainer, device)
+    trainer = OmegaConf.merge(cfg.trainer, {"precision": "fp32", "channels_last": False}) if fp32 else cfg.trainer
+    speed = speed_for(trainer, device)
     model = model_from_config(cfg)
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -98,18 +103,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    print("| model | precision, layout | cnnbench train images/s | bare loop images/s | ratio |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| model | precision, layout | cnnbench train images/s | bare loop, same settings | ratio "
+          "| bare fp32 loop | ratio |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for model in args.models:
         cfg = config(model, args.epochs, args.threads, args.images)
         torch.set_num_threads(args.threads)
         speed = speed_for(cfg.trainer, torch.device("cpu"))
-        ours, bare = 0.0, 0.0
+        ours, bare, fp32 = 0.0, 0.0, 0.0
         for _ in range(args.repeats):
             bare = max(bare, bare_rate(cfg))
+            fp32 = max(fp32, bare_rate(cfg, fp32=True))
             ours = max(ours, cnnbench_rate(cfg))
         layout = "channels-last" if speed.channels_last else "default layout"
-        print(f"| {model} | {speed.precision}, {layout} | {ours:,.1f} | {bare:,.1f} | {ours / bare:.2f}x |", flush=True)
+        print(f"| {model} | {speed.precision}, {layout} | {ours:,.1f} | {bare:,.1f} | {ours / bare:.2f}x "
+              f"| {fp32:,.1f} | {ours / fp32:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
