@@ -58,6 +58,28 @@ def cli(tmp_path):
     return run
 
 
+@pytest.fixture
+def main_cli(tmp_path):
+    """The CLI's ``main(argv)`` in this process, from a fresh temporary folder: the exit status it
+    returns (or exits with), and what it printed on stdout and stderr. For the batteries of
+    one-line errors, which would otherwise start an interpreter and import torch per case;
+    what only a real process shows (signals, the console script, ``python -m``) is ``cli``'s."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        from cnnbench.cli import main
+
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with isolated_process_state(tmp_path), redirect_stdout(stdout), redirect_stderr(stderr):
+            try:
+                status = main(list(args))
+            except SystemExit as exit:  # Hydra ends some errors this way, as the process would
+                status = exit.code if isinstance(exit.code, int) else 1
+        return subprocess.CompletedProcess(["cnnbench", *args], status, stdout.getvalue(), stderr.getvalue())
+
+    run.cwd = tmp_path
+    return run
+
+
 # --- in-process runs --------------------------------------------------------------------------
 
 

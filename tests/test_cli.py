@@ -1,8 +1,10 @@
 """The command line: help, command dispatch, and one-line config errors.
 
-These are about the process itself (exit status, stderr, what --help and
---cfg print), so they run the real CLI in a subprocess. Those that import
-torch before they fail take seconds each and are marked slow.
+What only a process shows (the console script, what --help and --cfg print,
+an unknown command's status) runs the real CLI in a subprocess. The
+batteries of one-line errors run its ``main`` in this process (the
+``main_cli`` fixture): the same exit status and stderr, without starting an
+interpreter and importing torch for every case.
 """
 
 from __future__ import annotations
@@ -68,23 +70,28 @@ def test_unknown_command(cli):
         pytest.param("augment=alexnet", ("augment=alexnet", "folder dataset", "data=digits"), marks=pytest.mark.slow),
     ],
 )
-def test_config_mistakes_fail_in_one_line(cli, override, fragments, monkeypatch):
+def test_config_mistakes_fail_in_one_line(main_cli, override, fragments, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # "no CUDA GPU" on a machine with one too
-    assert_one_line_error(cli("train", override), *fragments)
-    assert not list(cli.cwd.glob("outputs/**/checkpoints")), "nothing may be trained"
+    assert_one_line_error(main_cli("train", override), *fragments)
+    assert not list(main_cli.cwd.glob("outputs/**/checkpoints")), "nothing may be trained"
+
+
+def test_a_config_mistake_ends_the_process_in_one_line(cli):
+    """The same promise through a real process (`python -m cnnbench`): status 2, one line."""
+    assert_one_line_error(cli("train", "optim.lr_rate=0.1"), "optim.lr_rate", "valid keys in optim")
 
 
 @pytest.mark.slow
-def test_eval_needs_a_checkpoint(cli):
-    assert_one_line_error(cli("eval"), "checkpoint=PATH")
-    assert_one_line_error(cli("eval", "checkpoint=missing.pt"), "missing.pt", "does not exist")
-    assert_one_line_error(cli("eval", "checkpoint=a.pt", "run=b"), "not both")
+def test_eval_needs_a_checkpoint(main_cli):
+    assert_one_line_error(main_cli("eval"), "checkpoint=PATH")
+    assert_one_line_error(main_cli("eval", "checkpoint=missing.pt"), "missing.pt", "does not exist")
+    assert_one_line_error(main_cli("eval", "checkpoint=a.pt", "run=b"), "not both")
 
 
 @pytest.mark.slow
-def test_eval_rejects_a_file_that_is_not_a_checkpoint(cli):
-    (cli.cwd / "notes.pt").write_text("not a checkpoint")
-    assert_one_line_error(cli("eval", "checkpoint=notes.pt"), "cannot read checkpoint", "notes.pt")
+def test_eval_rejects_a_file_that_is_not_a_checkpoint(main_cli):
+    (main_cli.cwd / "notes.pt").write_text("not a checkpoint")
+    assert_one_line_error(main_cli("eval", "checkpoint=notes.pt"), "cannot read checkpoint", "notes.pt")
 
 
 def test_report_needs_folders(cli):

@@ -113,10 +113,9 @@ def test_root_comes_from_the_environment_then_the_cache(tmp_path, monkeypatch):
     assert default_data_root() == tmp_path / "home" / ".cache" / "cnnbench" / "data"
 
 
-@pytest.mark.slow
-def test_missing_data_is_one_line_naming_the_path(cli, tmp_path):
+def test_missing_data_is_one_line_naming_the_path(main_cli, tmp_path):
     empty = tmp_path / "no cifar here"
-    result = cli("train", "data=cifar10", f"data.root={empty}", "trainer.epochs=1",
+    result = main_cli("train", "data=cifar10", f"data.root={empty}", "trainer.epochs=1",
                  f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

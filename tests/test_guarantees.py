@@ -230,10 +230,10 @@ def test_a_model_must_output_one_score_per_class(layers, shape):
     ("data.num_classes=???", ("data.num_classes has no value",)),
     ("hydra.run.dir=a_file/run", ("cannot write a_file/run", "hydra.run.dir=PATH")),
 ])
-def test_what_hydra_lets_through_is_refused_in_one_line(cli, override, fragments):
-    (cli.cwd / "a_file").write_text("a file, not a folder")
-    assert_one_line_error(cli("train", override), *fragments)
-    assert not (cli.cwd / "outputs").exists(), "a refused run leaves no folder"
+def test_what_hydra_lets_through_is_refused_in_one_line(main_cli, override, fragments):
+    (main_cli.cwd / "a_file").write_text("a file, not a folder")
+    assert_one_line_error(main_cli("train", override), *fragments)
+    assert not (main_cli.cwd / "outputs").exists(), "a refused run leaves no folder"
 
 
 # --- 4. one line, not a traceback ---------------------------------------------------------------
@@ -249,17 +249,16 @@ def model_file(cli, text: str) -> str:
     ("name: mine\nlayers:\n  - [conv, {out: 6, kernel: 5\n  - relu\n", ("mine.yaml, line 3, column 12", "flow mapping")),
     ("name: mine\nlayers:\n\t- relu\n", ("mine.yaml, line 3, column 1", "tabs")),
 ])
-def test_a_yaml_syntax_error_names_file_line_and_column(cli, text, fragments):
-    assert_one_line_error(cli("train", "model=mine", model_file(cli, text)), *fragments)
+def test_a_yaml_syntax_error_names_file_line_and_column(main_cli, text, fragments):
+    assert_one_line_error(main_cli("train", "model=mine", model_file(main_cli, text)), *fragments)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("text, fragments", [
     ("name: mine\nblocks:\n  b: {layers: [relu, b]}\nlayers: [b]\n", ("block b uses itself", "b > b")),
     ("name: mine\nlayers:\n  - [conv, {out: 6, kernel: 0}]\n", ("layers[0] (conv)", "argument kernel", "at least 1")),
 ])
-def test_model_file_mistakes_are_one_line_through_the_cli(cli, text, fragments):
-    assert_one_line_error(cli("train", "model=mine", model_file(cli, text)), *fragments)
+def test_model_file_mistakes_are_one_line_through_the_cli(main_cli, text, fragments):
+    assert_one_line_error(main_cli("train", "model=mine", model_file(main_cli, text)), *fragments)
 
 
 @pytest.mark.parametrize("row, fragments", [

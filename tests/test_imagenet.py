@@ -223,10 +223,9 @@ def test_prepare_val_sorts_the_flat_val_archive_into_wnid_folders(tmp_path, monk
         prepare_val(tmp_path)
 
 
-@pytest.mark.slow
-def test_missing_root_is_a_one_line_cli_error(cli):
-    missing = cli.cwd / "no-imagenet-here"
-    result = cli("train", "data=imagenet", f"data.root={missing}", "trainer=cpu", timeout=120)
+def test_missing_root_is_a_one_line_cli_error(main_cli):
+    missing = main_cli.cwd / "no-imagenet-here"
+    result = main_cli("train", "data=imagenet", f"data.root={missing}", "trainer=cpu")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

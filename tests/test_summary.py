@@ -60,10 +60,10 @@ def test_summary_sizes_a_model_for_its_own_classes_unless_told(run):
         assert sized["num_classes"] == 10 and sized["params"] == 25_557_032 - 2048 * 990 - 990
 
 
-def test_summary_table_and_errors(run, cli):
+def test_summary_table_and_errors(run, main_cli):
     result = run("summary")
     assert "C1" in result.stdout and "MACs 416,520" in result.stdout and "params 61,706" in result.stdout
-    bad = cli("summary", "summary.format=yaml")
+    bad = main_cli("summary", "summary.format=yaml")
     assert bad.returncode == 2 and "summary.format 'yaml'" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -256,7 +256,8 @@ def test_choices_compare_print_and_store_as_plain_strings(tmp_path):
 # --------------------------------------------------------------------------- before anything is written
 
 
-def test_a_bad_value_stops_train_before_the_run_writes_anything(cli):
+def test_a_bad_value_stops_train_before_the_run_writes_anything(main_cli):
+    cli = main_cli
     result = cli("train", "optim.lr=-0.1")
     assert result.returncode == 2, result.stdout + result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -267,7 +268,8 @@ def test_a_bad_value_stops_train_before_the_run_writes_anything(cli):
     assert all(".hydra" in p.parts for p in written), written
 
 
-def test_a_wrong_choice_on_the_command_line_is_one_line(cli):
+def test_a_wrong_choice_on_the_command_line_is_one_line(main_cli):
+    cli = main_cli
     result = cli("train", "optim.name=sgdd")
     assert result.returncode == 2
     assert result.stderr.strip() == "cnnbench train: error: optim.name 'sgdd' is unknown; choose one of: sgd, adamw"
