@@ -155,6 +155,10 @@ def run_hydra_app(command: str, target: str, hydra_args: list[str]) -> int:
         app()
     finally:
         sys.argv = saved_argv
+        if command == "train":
+            from cnnbench.commands.sweep import keep_first_sweep_record
+
+            keep_first_sweep_record(hydra_args)
     return sweep_status()
 
 

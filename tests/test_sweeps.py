@@ -67,6 +67,7 @@ def test_a_stopped_sweep_run_again_completes_every_job(cli):
     (sweep / "1" / "status.json").unlink()
     records = {path: path.read_bytes() for job in ("0", "1") for path in (sweep / job / ".hydra").iterdir()}
     assert len(records) == 6  # config.yaml, hydra.yaml, overrides.yaml of each
+    records[sweep / "multirun.yaml"] = (sweep / "multirun.yaml").read_bytes()  # the sweep's own record
     again = cli(*args, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr
     assert "sweep: 3 finished (1 skipped: finished before)" in again.stdout
@@ -76,6 +77,8 @@ def test_a_stopped_sweep_run_again_completes_every_job(cli):
     (entry,) = yaml.safe_load((sweep / "1" / "resume_history.yaml").read_text())
     assert entry["overrides"][-2:] == ["seed=1", f"trainer.resume={sweep / '1'}"], entry
     assert not (sweep / "0" / "resume_history.yaml").exists()  # skipped, not resumed
+    (sweep_entry,) = yaml.safe_load((sweep / "resume_history.yaml").read_text())  # the sweep's, likewise
+    assert sweep_entry["overrides"][0] == "-m" and f"hydra.sweep.dir={sweep}" in sweep_entry["overrides"]
     assert "seed=2" in (sweep / "2" / ".hydra" / "overrides.yaml").read_text()  # a job run anew gets its record
     for job in ("0", "1", "2"):
         assert status(sweep / job)["status"] == "finished"

@@ -149,10 +149,22 @@ def save_sweep_record(sweep_dir: Optional[str]) -> None:
         SAVED_RECORD[record.resolve()] = record.read_bytes()
 
 
+def keep_first_sweep_record(hydra_args: List[str]) -> None:
+    """After a sweep run again in its old folder: put back the multirun.yaml of the command that
+    started it (Hydra rewrote it with this one) and append this command line to
+    <sweep>/resume_history.yaml, as a resumed run keeps its .hydra/ and appends its history."""
+    from cnnbench.commands.train import record_resume
+
+    for record in list(SAVED_RECORD):
+        record.write_bytes(SAVED_RECORD.pop(record))
+        if OUTCOMES:  # jobs ran (or were skipped): the sweep was continued, not refused before it began
+            record_resume(record.parent, hydra_args)
+
+
 def restore_sweep_record(sweep_dir: Path) -> None:
     record = (Path(sweep_dir) / "multirun.yaml").resolve()
     if record in SAVED_RECORD:
-        record.write_bytes(SAVED_RECORD[record])
+        record.write_bytes(SAVED_RECORD.pop(record))
 
 
 def fail_sweep(message: str) -> int:
