@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from cnnbench.data.datasets import InMemoryDataset
-from cnnbench.data.imagenet import EpochSampler
+from cnnbench.data.folders import EpochSampler
 from cnnbench.data.loaders import DeviceLoader, shard_positions
 from cnnbench.engine.distributed import (
     DistributedContext, all_gather_object, all_reduce_sum, barrier, broadcast_buffers, broadcast_object,

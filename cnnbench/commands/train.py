@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import gc
 import json
 import logging
 import logging.config
@@ -11,7 +10,6 @@ import os
 import shlex
 import sys
 import threading
-import traceback
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -29,11 +27,11 @@ from cnnbench.commands.resume import (
 from cnnbench.config import plain
 from cnnbench.data.folders import complete_folder_config
 from cnnbench.engine.checkpoint import load_checkpoint, write_json, write_text
-from cnnbench.engine.distributed import WorkersStopped, dataloader_worker_death, launch, log_to_files
+from cnnbench.engine.distributed import WorkersStopped, launch, reporting_worker_deaths
 from cnnbench.engine.knobs import check_knobs_take_effect
 from cnnbench.engine.preemption import Preempted, hydra_quoted
 from cnnbench.engine.train import check_unfinished, train
-from cnnbench.errors import EXIT_STOPPED, RunFailed, UserError
+from cnnbench.errors import EXIT_STOPPED, UserError
 from cnnbench.validate import validate
 
 log = logging.getLogger("cnnbench")
@@ -140,7 +138,7 @@ def record_resume(run_dir: Path, overrides: List[str]) -> None:
 def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[dict] = None,
                  checkpoint: Optional[dict] = None) -> Optional[dict]:
     """One process's training (the only one, or one of several); None when it was stopped.
-    A DataLoader worker that died ends it with a RunFailed saying which and how."""
+    A DataLoader worker that died or hung ends it with a RunFailed saying which and how."""
     if log_config is not None:
         # tqdm's default lock is a multiprocessing one, a named semaphore in a started (spawned)
         # worker, which a killed worker leaves for the resource tracker to warn about; no other
@@ -152,22 +150,12 @@ def train_worker(cfg, run_dir: str, source: Optional[str], log_config: Optional[
     if cfg.trainer.resume and checkpoint is None:  # a started worker reads the checkpoint itself
         checkpoint = load_checkpoint(checkpoint_to_resume(cfg.trainer.resume, Path(run_dir)))
     try:
-        return train(cfg, Path(run_dir), source, checkpoint)
+        return reporting_worker_deaths(train, cfg, Path(run_dir), source, checkpoint)
     except Preempted as stop:
         log.info(str(stop))
         if log_config is not None:
             exit_stopped_worker()
         return None
-    except RuntimeError as err:
-        death = dataloader_worker_death(err)
-        if death is None:
-            raise
-        log_to_files(f"{death}:\n{traceback.format_exc().rstrip()}")
-    # Raised here, with the DataLoader's error dropped: the frames it holds hold the loaders,
-    # whose other workers ignore SIGTERM; collected now, the loaders shut them down, where
-    # left to the interpreter's exit they would be waited for forever.
-    gc.collect()
-    raise RunFailed(death)
 
 
 def exit_stopped_worker() -> None:

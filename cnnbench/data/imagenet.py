@@ -16,11 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
-# The folder reader's names, re-exported: code that imported them from here keeps working.
-from cnnbench.data.folders import (  # noqa: F401
-    EpochSampler, FolderImages, FolderLoader, FolderSplit, PrepareImage, dataset_root, decode_on_cpu, folder_loader,
-    list_split,
-)
 from cnnbench.errors import UserError
 
 

@@ -37,6 +37,7 @@ batch: plain BatchNorm normalises over the local batch (use
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -406,6 +407,27 @@ def dataloader_worker_death(err: BaseException) -> "str | None":
                 cause = "ended unexpectedly"
             return f"DataLoader worker (pid {pid}) was {cause}"
     return None
+
+
+T = TypeVar("T")
+
+
+def reporting_worker_deaths(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``; a DataLoader worker that died or hung inside it ends it with a RunFailed of
+    one line (:func:`dataloader_worker_death`), the traceback going to the log files.
+
+    Raised once the DataLoader's error is dropped and collected: its frames hold the loaders,
+    whose other workers ignore SIGTERM; collected now, the loaders shut them down, where left
+    to the interpreter's exit they would be waited for forever."""
+    try:
+        return fn(*args)
+    except RuntimeError as err:
+        death = dataloader_worker_death(err)
+        if death is None:
+            raise
+        log_to_files(f"{death}:\n{traceback.format_exc().rstrip()}")
+    gc.collect()
+    raise RunFailed(death)
 
 
 def log_to_files(message: str) -> None:
